@@ -1,0 +1,175 @@
+"""The only module that knows the checkpoint format.
+
+A checkpoint file is:
+    b"DCGAN-CHECKPOINT\n"
+    one JSON line: {"format_version": 1, "sha256": <hex of the payload>, "bytes": <payload length>}
+    the payload: torch.save of a dict of tensors and plain Python values
+and is loaded with `torch.load(weights_only=True)` after the hash is checked, so a damaged file
+is detected and a file that needs arbitrary unpickling is refused, never executed.
+
+Files are written to a temporary name in the same folder, flushed, fsynced, renamed into place
+and the folder fsynced: a crash at any instant leaves either the old or the new file, whole.
+
+The payload dict holds: config (the resolved config as a dict), data ({shape, num_classes,
+class_names, dataset, content_hash}), step, images_seen, elapsed, models ({G, D, G_ema}),
+optim ({G, D}), rng ({...}).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import UserError
+
+MAGIC = b"DCGAN-CHECKPOINT\n"
+FORMAT_VERSION = 1
+SUFFIX = ".ckpt"
+
+
+def checkpoint_dir(run: Path) -> Path:
+    return Path(run) / "checkpoints"
+
+
+def name_for(step: int) -> str:
+    return f"step-{step:09d}{SUFFIX}"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that a crash leaves either the old file or the new one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise UserError(f"could not write {path}: {e.strerror or e}; free space or fix permissions "
+                        f"(the previous file is intact)") from None
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save(state: dict[str, Any], path: Path) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    payload = buf.getvalue()
+    header = {"format_version": FORMAT_VERSION, "sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, MAGIC + json.dumps(header).encode() + b"\n" + payload)
+
+
+def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read and verify a checkpoint; UserError if it is not one, is damaged or is unsafe."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"checkpoint {path} does not exist") from None
+    except OSError as e:
+        raise UserError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    if not data.startswith(MAGIC):
+        raise UserError(
+            f"{path} is not a dcgan checkpoint (no dcgan header); dcgan never unpickles other files — "
+            f"give a run folder or a .ckpt file written by 'dcgan train'"
+        )
+    end = data.find(b"\n", len(MAGIC))
+    try:
+        header = json.loads(data[len(MAGIC) : end])
+        version, digest, size = header["format_version"], header["sha256"], header["bytes"]
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{path} has a damaged header; use an earlier checkpoint of the run") from None
+    if version != FORMAT_VERSION:
+        raise UserError(
+            f"{path} has checkpoint format {version}, this dcgan reads format {FORMAT_VERSION}; "
+            f"use the dcgan version that wrote it"
+        )
+    payload = data[end + 1 :]
+    if len(payload) != size or hashlib.sha256(payload).hexdigest() != digest:
+        raise UserError(f"{path} is damaged (content check failed: truncated or corrupted); use an earlier checkpoint")
+    try:
+        return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError) as e:
+        raise UserError(f"{path} holds objects a safe load refuses ({str(e).splitlines()[0]}); it was not loaded") from None
+
+
+def list_checkpoints(run: Path) -> list[Path]:
+    """The run's checkpoints, oldest first."""
+    folder = checkpoint_dir(run)
+    return sorted(folder.glob(f"step-*{SUFFIX}")) if folder.is_dir() else []
+
+
+def latest(run: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest readable checkpoint of a run and its content; damaged newer ones are reported and skipped."""
+    for path in reversed(list_checkpoints(run)):
+        try:
+            return path, load(path)
+        except UserError as e:
+            print(f"dcgan: warning: skipping {path.name}: {e}", file=sys.stderr)
+    return None
+
+
+def prune(run: Path, keep: int) -> None:
+    """Delete all but the newest `keep` checkpoints (call only after a new one is in place)."""
+    for path in list_checkpoints(run)[:-keep]:
+        path.unlink(missing_ok=True)
+
+
+def resolve(run_or_file: str | Path) -> tuple[Path, dict[str, Any]]:
+    """A checkpoint file, or a run folder's newest readable checkpoint → (path, content)."""
+    p = Path(run_or_file)
+    if p.is_dir():
+        found = latest(p)
+        if found is None:
+            raise UserError(f"{p} holds no readable checkpoint (looked in {checkpoint_dir(p)}); train it first")
+        return found
+    if not p.exists():
+        raise UserError(f"{p} does not exist; give a run folder or a checkpoint file")
+    return p, load(p)
+
+
+def load_generator(run_or_file: str | Path, device: str | torch.device = "cpu", ema: bool = True):
+    """Build the generator a checkpoint holds, load its weights (EMA when present) and return
+    (G in eval mode on `device`, info dict)."""
+    from .config import Config
+    from .models import build_generator
+
+    path, state = resolve(run_or_file)
+    cfg = Config.from_dict(state["config"], where=str(path))
+    data = state["data"]
+    G = build_generator(cfg.model, tuple(data["shape"]), data["num_classes"])
+    weights = state["models"].get("G_ema") if ema else None
+    which = "ema" if weights is not None else "raw"
+    try:
+        G.load_state_dict(weights if weights is not None else state["models"]["G"])
+    except RuntimeError as e:
+        raise UserError(f"{path}: the generator weights do not fit model {cfg.model.arch!r} ({str(e).splitlines()[0]})") from None
+    G.to(device).eval()
+    info = {"path": str(path), "config": cfg, "data": data, "step": state["step"], "generator": which}
+    return G, info

@@ -1,0 +1,150 @@
+"""The `dcgan` command: parses arguments, builds a config, calls one library function.
+
+Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 130/143 after a clean stop
+on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+
+def cmd_presets(args) -> int:
+    from .config import preset_names, read_preset
+
+    names = preset_names()
+    width = max(map(len, names))
+    for name in names:
+        raw = read_preset(name)
+        print(f"{name:<{width}}  {raw.get('description', '')}  [{raw.get('source', '')}]")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .config import resolve
+    from .training import train
+    from .training.run import default_run_dir
+
+    flags = {"train.steps": args.steps, "train.checkpoint_every": args.checkpoint_every,
+             "train.seed": args.seed, "train.device": args.device}
+    cfg, name = resolve(args.preset, args.set or [], flags)
+    if args.out:
+        out = Path(args.out)
+    elif Path(args.preset).is_dir():
+        out = Path(args.preset)  # `dcgan train RUN --resume` continues that run
+    elif args.resume:
+        raise UserError("--resume needs the run: pass --out RUN, or give the run folder instead of the preset")
+    else:
+        out = default_run_dir(name)
+    summary = train(cfg, out, resume=args.resume, data_dir=args.data_dir,
+                    log=(lambda msg: None) if args.quiet else None)
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_sample(args) -> int:
+    import numpy as np
+
+    from .checkpoint import load_generator
+    from .images import save_grid
+    from .sampling import generate, parse_labels
+
+    if args.n < 1:
+        raise UserError(f"--n must be >= 1, got {args.n}")
+    out = Path(args.out)
+    if out.suffix not in (".png", ".npz"):
+        raise UserError(f"--out {out}: the file must end in .png (a grid) or .npz (arrays)")
+    G, info = load_generator(args.run, device=args.device if args.device != "auto" else "cpu")
+    labels = parse_labels(args.labels, args.n, G.num_classes)
+    images = generate(G, args.n, labels, seed=args.seed, batch_size=args.batch_size).numpy()  # (N, C, H, W) uint8
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npz":
+        arrays = {"images": images}
+        if labels is not None:
+            arrays["labels"] = labels.numpy().astype(np.int64)
+        np.savez(out, **arrays)
+    else:
+        nrow = args.nrow or (G.num_classes if labels is not None and args.labels in (None, "all") and G.num_classes <= args.n
+                             else int(np.ceil(np.sqrt(args.n))))
+        save_grid(images, out, nrow=nrow)
+    print(json.dumps({"out": str(out), "n": args.n, "checkpoint": info["path"], "step": info["step"],
+                      "generator": info["generator"]}))
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from .config import DataConfig
+    from .data.prepare import prepare
+
+    cfg = DataConfig(dataset=args.dataset, split=args.split, resolution=args.resolution)
+    ds = prepare(cfg, args.data_dir, log=lambda m: print(m, file=sys.stderr))
+    print(json.dumps({"dataset": args.dataset, "split": args.split, "n": len(ds), "shape": list(ds.shape),
+                      "classes": ds.num_classes, "content_hash": ds.meta["content_hash"]}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="dcgan", description="Train, sample and measure DCGAN models.")
+    p.add_argument("--version", action="version", version=f"dcgan {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("presets", help="list the presets")
+    s.set_defaults(func=cmd_presets)
+
+    s = sub.add_parser("train", help="train a model from a preset, a TOML file or a run folder")
+    s.add_argument("preset", metavar="PRESET_OR_TOML", help="preset name (see 'dcgan presets'), a .toml file or a run folder")
+    s.add_argument("--out", help="run folder (default runs/<preset>-<time>)")
+    s.add_argument("--steps", type=int, help="total discriminator steps (train.steps)")
+    s.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (train.checkpoint_every)")
+    s.add_argument("--seed", type=int, help="random seed (train.seed)")
+    s.add_argument("--device", help="auto | cpu | cuda | cuda:N (train.device)")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out from its newest readable checkpoint")
+    s.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
+    s.add_argument("--data-dir", help="data root (default $DCGAN_DATA, else ~/.cache/dcgan)")
+    s.add_argument("--quiet", action="store_true", help="print only the final summary")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sample", help="generate images from a run or checkpoint")
+    s.add_argument("run", metavar="RUN_OR_CHECKPOINT")
+    s.add_argument("--n", type=int, default=64, help="number of images (default 64)")
+    s.add_argument("--labels", help="conditional models: all (cycle 0..K-1, default), K, or a,b,c")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True, help="FILE.png (a grid) or FILE.npz (images uint8 NxCxHxW [+ labels])")
+    s.add_argument("--nrow", type=int, default=0, help="images per grid row (default: one row per class, else square)")
+    s.add_argument("--batch-size", type=int, default=500)
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_sample)
+
+    s = sub.add_parser("prepare", help="build the canonical cache of a dataset (downloads when needed)")
+    s.add_argument("dataset")
+    s.add_argument("--split", default="train")
+    s.add_argument("--resolution", type=int, default=0)
+    s.add_argument("--data-dir")
+    s.set_defaults(func=cmd_prepare)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"dcgan: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dcgan: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - turn a training stop into its exit code
+        from .training import Stopped
+
+        if isinstance(e, Stopped):
+            return e.exit_code
+        raise

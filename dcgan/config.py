@@ -1,0 +1,278 @@
+"""Configuration: typed dataclasses, TOML presets holding only overrides, `--set` overrides.
+
+A run's configuration is resolved in this order, later wins:
+    defaults (the dataclasses below) → preset or TOML file → command-line flags / `--set key=value`.
+The resolved configuration is written to the run folder (config.toml) and into every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+SUPPORTED_RESOLUTIONS = (28, 32, 64, 96, 128)
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "mnist"  # a registered source: mnist, fashion-mnist, ...
+    split: str = "train"
+    resolution: int = 0  # 0 = the source's native size; else resized (bilinear, antialiased)
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "dcgan"
+    conditional: bool = False  # True: G and D get the label; the number of classes comes from the data
+    z_dim: int = 100
+    g_width: int = 64  # G channels at its last hidden stage; doubled towards the start
+    d_width: int = 64  # D channels at its first stage; doubled towards the end
+    kernel: int = 4  # 4: k4 s2 p1 stages (the paper); 5: k5 s2 'same' stages (carpedm20 MNIST)
+    g_fc: int = 0  # width of a hidden fully connected layer at G's input; 0 = none
+    d_fc: int = 0  # width of a hidden fully connected layer before D's output; 0 = none
+    g_cond: str = "all"  # where G sees the label: "input" (with z only) or "all" (every layer)
+    d_cond: str = "all"  # where D sees the label: "input" (image only) or "all" (every layer)
+
+
+@dataclass
+class LossConfig:
+    kind: str = "nonsaturating"
+    real_label: float = 1.0  # < 1 gives one-sided label smoothing (0.9 is the usual value)
+
+
+@dataclass
+class OptimConfig:
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    g_steps: int = 1  # generator updates per discriminator update
+
+
+@dataclass
+class TrainConfig:
+    batch: int = 64
+    steps: int = 5000  # discriminator updates
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    tick_every: int = 500  # steps between a metrics.jsonl line and a grid
+    checkpoint_every: int = 500  # steps between checkpoints (one is always written at the end)
+    keep_checkpoints: int = 3
+    ema_decay: float = 0.999  # 0 disables the EMA generator
+    deterministic: bool = True  # deterministic kernels on CUDA (slower); CPU is always deterministic
+    num_threads: int = 0  # CPU threads for torch; 0 = torch's default
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    # ---- conversion -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "config") -> "Config":
+        cfg = cls()
+        cfg.update(d, where)
+        return cfg
+
+    def update(self, d: dict[str, Any], where: str = "config") -> None:
+        """Apply nested overrides {section: {key: value}}, checking names and types."""
+        for section, values in d.items():
+            if section not in SECTIONS:
+                raise UserError(
+                    f"{where}: unknown config section [{section}]; choose from [{', '.join(SECTIONS)}]"
+                )
+            if not isinstance(values, dict):
+                raise UserError(f"{where}: [{section}] must be a table of key = value pairs")
+            for key, value in values.items():
+                self.set(f"{section}.{key}", value, where)
+
+    def set(self, dotted: str, value: Any, where: str = "--set") -> None:
+        section, _, key = dotted.partition(".")
+        if section not in SECTIONS or not key:
+            raise UserError(
+                f"{where}: unknown config key {dotted!r}; keys look like section.key with section "
+                f"in [{', '.join(SECTIONS)}]"
+            )
+        obj = getattr(self, section)
+        types = {f.name: f.type for f in dataclasses.fields(obj)}
+        if key not in types:
+            raise UserError(
+                f"{where}: unknown config key {dotted!r}; [{section}] has [{', '.join(types)}]"
+            )
+        setattr(obj, key, _coerce(dotted, value, types[key], where))
+
+    def validate(self) -> "Config":
+        """Raise UserError for values no run can use."""
+        m, o, t, lo = self.model, self.optim, self.train, self.loss
+        checks = [
+            (self.data.resolution == 0 or self.data.resolution in SUPPORTED_RESOLUTIONS,
+             f"data.resolution={self.data.resolution} is not supported; use 0 (native) or one of "
+             f"{list(SUPPORTED_RESOLUTIONS)}"),
+            (m.z_dim >= 1, f"model.z_dim must be >= 1, got {m.z_dim}"),
+            (m.g_width >= 1 and m.d_width >= 1, "model.g_width and model.d_width must be >= 1"),
+            (m.kernel in (4, 5), f"model.kernel must be 4 or 5, got {m.kernel}"),
+            (m.g_fc >= 0 and m.d_fc >= 0, "model.g_fc and model.d_fc must be >= 0 (0 = no hidden layer)"),
+            (m.g_cond in ("input", "all"), f"model.g_cond must be 'input' or 'all', got {m.g_cond!r}"),
+            (m.d_cond in ("input", "all"), f"model.d_cond must be 'input' or 'all', got {m.d_cond!r}"),
+            (0.0 < lo.real_label <= 1.0, f"loss.real_label must be in (0, 1], got {lo.real_label}"),
+            (o.lr_g > 0 and o.lr_d > 0, f"learning rates must be > 0, got lr_g={o.lr_g}, lr_d={o.lr_d}"),
+            (0.0 <= o.beta1 < 1.0 and 0.0 <= o.beta2 < 1.0, "optim.beta1 and optim.beta2 must be in [0, 1)"),
+            (o.g_steps >= 1, f"optim.g_steps must be >= 1, got {o.g_steps}"),
+            (t.batch >= 1, f"train.batch must be >= 1, got {t.batch}"),
+            (t.steps >= 0, f"train.steps must be >= 0, got {t.steps}"),
+            (t.tick_every >= 1, f"train.tick_every must be >= 1, got {t.tick_every}"),
+            (t.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1, got {t.checkpoint_every}"),
+            (t.keep_checkpoints >= 2, f"train.keep_checkpoints must be >= 2, got {t.keep_checkpoints}"),
+            (0.0 <= t.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {t.ema_decay}"),
+            (t.num_threads >= 0, f"train.num_threads must be >= 0, got {t.num_threads}"),
+            (t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
+             f"train.device must be auto, cpu, cuda or cuda:N, got {t.device!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+        return self
+
+
+SECTIONS = [f.name for f in dataclasses.fields(Config)]
+
+# Keys that may change when a run is resumed; every other key must match the saved run.
+RESUMABLE_CHANGES = {
+    "train.steps", "train.tick_every", "train.checkpoint_every", "train.keep_checkpoints",
+    "train.device", "train.num_threads",
+}
+
+
+def _coerce(dotted: str, value: Any, typ: Any, where: str) -> Any:
+    name = typ if isinstance(typ, str) else typ.__name__
+    if name == "bool":
+        if isinstance(value, bool):
+            return value
+    elif name == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif name == "float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif name == "str":
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - a dataclass field of a type this function does not know
+        raise TypeError(f"config field {dotted} has unsupported type {name}")
+    raise UserError(f"{where}: {dotted} expects {_ARTICLE[name]}, got {value!r}")
+
+
+_ARTICLE = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string"}
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """Parse one `--set section.key=value`; the value is read as TOML, else taken as a string."""
+    key, eq, raw = item.partition("=")
+    if not eq or not key.strip():
+        raise UserError(f"--set {item!r}: expected section.key=value, e.g. --set train.batch=128")
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+# ---- presets ------------------------------------------------------------------------------------
+
+PRESET_META_KEYS = ("description", "source")
+
+
+def preset_names() -> list[str]:
+    root = resources.files("dcgan") / "presets"
+    return sorted(p.name[: -len(".toml")] for p in root.iterdir() if p.name.endswith(".toml"))
+
+
+def read_preset(name: str) -> dict[str, Any]:
+    """The raw TOML of a packaged preset (overrides plus description/source)."""
+    path = resources.files("dcgan") / "presets" / f"{name}.toml"
+    if not path.is_file():
+        raise UserError(f"unknown preset {name!r}; choose from [{', '.join(preset_names())}]")
+    return tomllib.loads(path.read_text())
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path} is not valid TOML: {e}") from None
+
+
+def resolve(preset_or_path: str, sets: list[str] = (), flags: dict[str, Any] | None = None) -> tuple[Config, str]:
+    """Build a config from a preset name, a TOML file or a run folder, then overrides.
+
+    Returns the config and a short name for the run (the preset's or the file's stem).
+    """
+    path = Path(preset_or_path)
+    if path.is_dir():
+        path = path / "config.toml"
+        if not path.is_file():
+            raise UserError(f"{preset_or_path} is a folder without config.toml; give a preset name or a TOML file")
+        raw, name = load_toml(path), Path(preset_or_path).name
+    elif preset_or_path.endswith(".toml"):
+        raw, name = load_toml(path), path.stem
+    else:
+        raw, name = read_preset(preset_or_path), preset_or_path
+    where = str(path) if path.suffix == ".toml" else f"preset {name}"
+    cfg = Config.from_dict({k: v for k, v in raw.items() if k not in PRESET_META_KEYS}, where)
+    for item in sets:
+        key, value = parse_set(item)
+        cfg.set(key, value)
+    for key, value in (flags or {}).items():
+        if value is not None:
+            cfg.set(key, value, where=f"--{key.split('.')[-1].replace('_', '-')}")
+    return cfg.validate(), name
+
+
+def to_toml(d: dict[str, dict[str, Any]]) -> str:
+    """Write a {section: {key: scalar}} dict as TOML (all a config holds)."""
+    lines = []
+    for section, values in d.items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def diff(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> list[str]:
+    """Dotted keys whose values differ between two config dicts."""
+    keys = {f"{s}.{k}" for s in a for k in a[s]} | {f"{s}.{k}" for s in b for k in b[s]}
+    out = []
+    for dotted in sorted(keys):
+        s, k = dotted.split(".", 1)
+        if a.get(s, {}).get(k) != b.get(s, {}).get(k):
+            out.append(dotted)
+    return out

@@ -1,0 +1,1 @@
+"""Datasets: sources → canonical uint8 cache → batches on the device."""

@@ -1,0 +1,77 @@
+"""Dataset sources: each reads its raw files (downloading them when it can) and returns
+uint8 images (N, C, H, W) with int64 labels. `prepare.py` turns that into the canonical cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import UserError
+from ..registry import Registry
+
+
+@dataclass
+class RawData:
+    images: np.ndarray  # (N, C, H, W) uint8
+    labels: np.ndarray  # (N,) int64; all zeros when the source has no labels
+    class_names: list[str] = field(default_factory=list)  # empty: unlabelled
+    files: list[Path] = field(default_factory=list)  # the source files, for the cache key
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    splits: tuple[str, ...]
+    load: Callable[[Path, str], RawData]  # (data root, split) -> RawData
+    files: Callable[[Path, str], list[Path]]  # files the load reads (present or not)
+
+
+SOURCES: Registry[Source] = Registry("dataset")
+
+
+# ---- MNIST and Fashion-MNIST (IDX files) ----------------------------------------------------
+
+_IDX_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+MNIST_CLASSES = [str(i) for i in range(10)]
+FASHION_CLASSES = ["t-shirt/top", "trouser", "pullover", "dress", "coat",
+                   "sandal", "shirt", "sneaker", "bag", "ankle boot"]
+
+
+def _idx_source(name: str, class_names: list[str]) -> Source:
+    def files(root: Path, split: str) -> list[Path]:
+        return [root / name / f for f in _IDX_FILES[split]]
+
+    def load(root: Path, split: str) -> RawData:
+        from .download import ensure_files, verify_files
+        from .idx import read_idx
+
+        wanted = list(_IDX_FILES[split])
+        paths = ensure_files(root, name, wanted)
+        verify_files(root, name, wanted)
+        images, labels = read_idx(paths[wanted[0]]), read_idx(paths[wanted[1]])
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise UserError(
+                f"{paths[wanted[0]]} and {paths[wanted[1]]} do not match: images {images.shape}, "
+                f"labels {labels.shape}; delete them so they are fetched again"
+            )
+        if labels.max(initial=0) >= len(class_names):
+            raise UserError(f"{paths[wanted[1]]} holds label {labels.max()} but {name} has {len(class_names)} classes")
+        return RawData(
+            images=images[:, None].astype(np.uint8),  # (N, 1, 28, 28)
+            labels=labels.astype(np.int64),
+            class_names=class_names,
+            files=[paths[w] for w in wanted],
+        )
+
+    return Source(name=name, splits=tuple(_IDX_FILES), load=load, files=files)
+
+
+SOURCES.register("mnist")(_idx_source("mnist", MNIST_CLASSES))
+SOURCES.register("fashion-mnist")(_idx_source("fashion-mnist", FASHION_CLASSES))

@@ -1,0 +1,56 @@
+"""One `generate()` used by training grids, the sample command and every metric."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import UserError
+from .images import to_uint8
+
+
+def parse_labels(spec: str | None, n: int, num_classes: int) -> torch.Tensor | None:
+    """'all' cycles 0..K-1; '3' repeats one class; '0,1,2' cycles the list. None for unconditional."""
+    if num_classes == 0:
+        if spec not in (None, "all"):
+            raise UserError("this generator is unconditional; drop --labels")
+        return None
+    spec = spec or "all"
+    if spec == "all":
+        return torch.arange(n) % num_classes
+    try:
+        values = [int(v) for v in spec.split(",")]
+    except ValueError:
+        raise UserError(f"--labels {spec!r}: expected 'all', a class number or a list like 0,1,2") from None
+    bad = [v for v in values if not 0 <= v < num_classes]
+    if bad:
+        raise UserError(f"--labels {spec!r}: classes must be in 0..{num_classes - 1}, got {bad}")
+    return torch.tensor(values).repeat((n + len(values) - 1) // len(values))[:n]
+
+
+def noise(n: int, z_dim: int, seed: int) -> torch.Tensor:
+    """(n, z_dim) standard normal noise, the same for a seed on every device and batch size."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, z_dim, generator=g)
+
+
+@torch.no_grad()
+def generate(G: torch.nn.Module, n: int, labels: torch.Tensor | None = None, seed: int = 0,
+             batch_size: int = 500, z: torch.Tensor | None = None) -> torch.Tensor:
+    """n images from G (switched to eval mode for the call) as uint8 (n, C, H, W) on the CPU.
+
+    The noise is drawn once for all n from `seed` (or given as `z`), so the result does not
+    depend on `batch_size`.
+    """
+    device = next(G.parameters()).device
+    z = noise(n, G.z_dim, seed) if z is None else z
+    was_training = G.training
+    G.eval()
+    out = []
+    try:
+        for i in range(0, n, batch_size):
+            zb = z[i : i + batch_size].to(device)
+            yb = labels[i : i + batch_size].to(device) if labels is not None else None
+            out.append(to_uint8(G(zb, yb)))
+    finally:
+        G.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, *G.out_shape, dtype=torch.uint8)

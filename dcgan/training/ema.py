@@ -1,0 +1,24 @@
+"""An exponential moving average of the generator's weights, used for every sample and metric."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+
+
+class EMA:
+    def __init__(self, G: nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(G).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, G: nn.Module, step: int) -> None:
+        """ema ← d·ema + (1−d)·G, with d ramped up early on ((1+step)/(10+step)) so that a short run's
+        average is not dominated by the random initial weights. Buffers (batch-norm running
+        statistics) are copied from G."""
+        d = min(self.decay, (1.0 + step) / (10.0 + step))
+        torch._foreach_lerp_(list(self.model.parameters()), list(G.parameters()), 1.0 - d)
+        for b_ema, b in zip(self.model.buffers(), G.buffers()):
+            b_ema.copy_(b)

@@ -1,0 +1,233 @@
+"""The training loop. Read this file first.
+
+    data (uint8, on the device) ──batch──▶ D step ─▶ G step(s) ─▶ EMA ─▶ every tick: metrics line + grid
+                                                                      └▶ every checkpoint_every: checkpoint
+
+Everything a run needs to continue exactly is in its checkpoint: models, EMA, optimizers, step,
+every RNG state. The data order is a function of (seed, step) (see data/loader.py), so a run
+resumed from step s draws exactly the batches an uninterrupted run draws.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .. import checkpoint
+from ..config import Config
+from ..data.loader import DeviceBatches
+from ..data.prepare import prepare
+from ..errors import UserError
+from ..images import save_grid
+from ..losses import LOSSES
+from ..models import build_discriminator, build_generator
+from ..sampling import generate, noise
+from .ema import EMA
+from .run import MetricsLog, check_resume_config, open_run
+from .steps import d_step, g_step
+
+GRID_COLUMNS = 10
+
+
+class Stopped(Exception):
+    """Training stopped cleanly on a signal after writing a checkpoint; exit code 128 + signum."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by signal {signum}")
+        self.exit_code = 128 + signum
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA device is available here; use --device cpu or auto")
+    return torch.device(name)
+
+
+def train(cfg: Config, run_dir: Path, *, resume: bool = False, data_dir: str | None = None,
+          log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train (or continue) the run in `run_dir` to cfg.train.steps steps. Returns a summary."""
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    t = cfg.train
+    run_dir = Path(run_dir)
+    found = checkpoint.latest(run_dir) if resume else None
+    if found:
+        check_resume_config(run_dir, found[1]["config"], cfg)
+    open_run(run_dir, cfg, resume)
+
+    device = pick_device(t.device)
+    if t.num_threads:
+        torch.set_num_threads(t.num_threads)
+    torch.backends.cudnn.deterministic = t.deterministic
+    torch.backends.cudnn.benchmark = not t.deterministic
+    random.seed(t.seed)
+    np.random.seed(t.seed % 2**32)
+    torch.manual_seed(t.seed)
+
+    # ---- data and models: shapes come from the data ------------------------------------------
+    data = prepare(cfg.data, data_dir, log=log)
+    if cfg.model.conditional and data.num_classes == 0:
+        raise UserError(f"model.conditional is true but {cfg.data.dataset} has no labels; set model.conditional=false")
+    num_classes = data.num_classes if cfg.model.conditional else 0
+    batches = DeviceBatches(data.images, data.labels, t.batch, t.seed, device)
+    G = build_generator(cfg.model, data.shape, num_classes).to(device)
+    D = build_discriminator(cfg.model, data.shape, num_classes).to(device)
+    ema = EMA(G, t.ema_decay) if t.ema_decay > 0 else None
+    o = cfg.optim
+    opt_g = torch.optim.Adam(G.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2))
+    opt_d = torch.optim.Adam(D.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2))
+    loss = LOSSES.get(cfg.loss.kind)
+    gen = torch.Generator(device).manual_seed(t.seed + 1)  # noise and fake labels of the training steps
+
+    step, images_seen, elapsed = 0, 0, 0.0
+    tick_sums = torch.zeros(4, device=device)  # d_loss, g_loss, D(x), D(G(z)) summed since the last tick
+    tick_steps = 0
+    if found:
+        path, state = found
+        G.load_state_dict(state["models"]["G"])
+        D.load_state_dict(state["models"]["D"])
+        if ema is not None:
+            ema.model.load_state_dict(state["models"]["G_ema"])
+        opt_g.load_state_dict(state["optim"]["G"])
+        opt_d.load_state_dict(state["optim"]["D"])
+        step, images_seen, elapsed = state["step"], state["images_seen"], state["elapsed"]
+        tick_sums = state["tick"]["sums"].to(device)
+        tick_steps = state["tick"]["steps"]
+        set_rng_state(state["rng"], gen)
+        log(f"resumed {run_dir} from {path.name} (step {step})")
+    metrics = MetricsLog(run_dir / "metrics.jsonl", resume_step=step if resume else None)
+
+    def save_checkpoint() -> None:
+        state = {
+            "config": cfg.to_dict(),
+            "data": {"dataset": cfg.data.dataset, "shape": list(data.shape), "num_classes": num_classes,
+                     "class_names": data.meta["class_names"] if num_classes else [],
+                     "content_hash": data.meta["content_hash"]},
+            "step": step, "images_seen": images_seen, "elapsed": elapsed + (time.perf_counter() - t_start),
+            "models": {"G": G.state_dict(), "D": D.state_dict(), "G_ema": ema.model.state_dict() if ema else None},
+            "optim": {"G": opt_g.state_dict(), "D": opt_d.state_dict()},
+            "tick": {"sums": tick_sums.cpu(), "steps": tick_steps},
+            "rng": get_rng_state(gen),
+        }
+        checkpoint.save(state, checkpoint.checkpoint_dir(run_dir) / checkpoint.name_for(step))
+        checkpoint.prune(run_dir, t.keep_checkpoints)
+
+    # fixed noise for the grids: one row per class when conditional, else 10x10
+    rows = num_classes or GRID_COLUMNS
+    grid_z = noise(GRID_COLUMNS, cfg.model.z_dim, t.seed + 2).repeat(rows, 1) if num_classes else \
+        noise(rows * GRID_COLUMNS, cfg.model.z_dim, t.seed + 2)
+    grid_y = torch.arange(num_classes).repeat_interleave(GRID_COLUMNS) if num_classes else None
+
+    def save_tick_grid() -> None:
+        images = generate(ema.model if ema else G, len(grid_z), grid_y, z=grid_z)
+        save_grid(images.numpy(), run_dir / "grids" / f"step-{step:09d}.png", nrow=GRID_COLUMNS)
+
+    if step >= t.steps:
+        log(f"{run_dir} is already at step {step} of {t.steps}; raise --steps to train further")
+    else:
+        log(f"training {cfg.data.dataset} {data.shape} ({len(data)} images, {num_classes or 'no'} classes) on {device}, "
+            f"steps {step} → {t.steps}, batch {t.batch}, run {run_dir}")
+
+    B, K = t.batch, num_classes
+    t_start = time.perf_counter()
+    tick_t, tick_images = t_start, 0
+    with StopSignals() as stop:
+        while step < t.steps:
+            x, y = batches.get(step)  # (B, C, H, W) in [-1, 1], (B,)
+            z = torch.randn(B, cfg.model.z_dim, device=device, generator=gen)  # (B, z_dim)
+            y_fake = torch.randint(K, (B,), device=device, generator=gen) if K else None
+            fake, d_loss, d_real, d_fake = d_step(G, D, opt_d, loss, cfg.loss, x, y if K else None, z, y_fake)
+            g_loss = g_step(D, opt_g, loss, cfg.loss, fake, y_fake)
+            for _ in range(o.g_steps - 1):  # extra G steps on fresh noise
+                z = torch.randn(B, cfg.model.z_dim, device=device, generator=gen)
+                g_loss = g_step(D, opt_g, loss, cfg.loss, G(z, y_fake), y_fake)
+            if ema is not None:
+                ema.update(G, step)
+            step += 1
+            images_seen += B
+            tick_images += B
+            tick_sums += torch.stack([d_loss, g_loss, d_real, d_fake])
+            tick_steps += 1
+
+            if step % t.tick_every == 0 or step == t.steps:
+                d_l, g_l, dx, dgz = (tick_sums / tick_steps).tolist()  # the only device sync of a tick
+                now = time.perf_counter()
+                record = {"kind": "train", "step": step, "images_seen": images_seen,
+                          "d_loss": d_l, "g_loss": g_l, "d_real": dx, "d_fake": dgz,
+                          "img_per_s": tick_images / max(now - tick_t, 1e-9),
+                          "elapsed_s": elapsed + now - t_start, "time": time.time()}
+                metrics.write(record)
+                save_tick_grid()
+                log(f"step {step}/{t.steps}  d_loss {d_l:.3f}  g_loss {g_l:.3f}  D(x) {dx:.3f}  "
+                    f"D(G(z)) {dgz:.3f}  {record['img_per_s']:.0f} img/s")
+                tick_sums.zero_()
+                tick_steps, tick_t, tick_images = 0, time.perf_counter(), 0
+            if step % t.checkpoint_every == 0 or step == t.steps or stop.signum:
+                save_checkpoint()
+            if stop.signum:
+                log(f"stopped by signal {stop.signum} at step {step}; checkpoint written, continue with --resume")
+                raise Stopped(stop.signum)
+
+    return {"run": str(run_dir), "step": step, "images_seen": images_seen,
+            "elapsed_s": elapsed + time.perf_counter() - t_start}
+
+
+class StopSignals:
+    """On the first SIGINT/SIGTERM, ask the loop to finish its step, checkpoint and stop;
+    on a second one, exit at once (checkpoints are written atomically, so none is torn)."""
+
+    def __init__(self):
+        self.signum = 0
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum, frame):
+        if self.signum:
+            os._exit(128 + signum)
+        self.signum = signum
+
+    def __enter__(self):
+        for s in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[s] = signal.signal(s, self._handle)
+            except ValueError:  # not the main thread: signals stay as they are
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+        return False
+
+
+# ---- RNG state, stored as tensors so checkpoints load with weights_only=True -------------------
+
+def get_rng_state(gen: torch.Generator) -> dict[str, Any]:
+    version, mt, gauss = random.getstate()
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": torch.tensor(mt, dtype=torch.int64), "python_version": version, "python_gauss": gauss,
+        "numpy": torch.from_numpy(keys.astype(np.int64)), "numpy_pos": int(pos),
+        "numpy_gauss": (int(has_gauss), float(cached)),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "noise": gen.get_state(),
+    }
+
+
+def set_rng_state(state: dict[str, Any], gen: torch.Generator) -> None:
+    random.setstate((state["python_version"], tuple(state["python"].tolist()), state["python_gauss"]))
+    has_gauss, cached = state["numpy_gauss"]
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    gen.set_state(state["noise"])
