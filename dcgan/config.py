@@ -132,7 +132,7 @@ class Config:
             (0.0 <= o.beta1 < 1.0 and 0.0 <= o.beta2 < 1.0, "optim.beta1 and optim.beta2 must be in [0, 1)"),
             (o.g_steps >= 1, f"optim.g_steps must be >= 1, got {o.g_steps}"),
             (t.batch >= 1, f"train.batch must be >= 1, got {t.batch}"),
-            (t.steps >= 0, f"train.steps must be >= 0, got {t.steps}"),
+            (t.steps >= 1, f"train.steps must be >= 1 (a run that trains nothing is a mistake), got {t.steps}"),
             (t.tick_every >= 1, f"train.tick_every must be >= 1, got {t.tick_every}"),
             (t.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1, got {t.checkpoint_every}"),
             (t.keep_checkpoints >= 2, f"train.keep_checkpoints must be >= 2, got {t.keep_checkpoints}"),
