@@ -40,3 +40,22 @@ def g_step(D: nn.Module, opt_g: torch.optim.Optimizer, loss: GanLoss, cfg: LossC
     finally:
         D.requires_grad_(True)
     return g_loss.detach()
+
+
+def train_step(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
+               loss: GanLoss, cfg: LossConfig, x: torch.Tensor, y: torch.Tensor | None,
+               gen: torch.Generator, z_dim: int, num_classes: int, g_steps: int = 1) -> torch.Tensor:
+    """One iteration: a D step on the real batch x (B, ...) and g_steps G steps.
+
+    Noise and fake labels come from `gen` (on x's device). Returns the 0-d statistics stacked as
+    (4,) = [d_loss, g_loss, D(x), D(G(z))], still on the device.
+    """
+    B, device = x.shape[0], x.device
+    z = torch.randn(B, z_dim, device=device, generator=gen)  # (B, z_dim)
+    y_fake = torch.randint(num_classes, (B,), device=device, generator=gen) if num_classes else None
+    fake, d_loss, d_real, d_fake = d_step(G, D, opt_d, loss, cfg, x, y if num_classes else None, z, y_fake)
+    g_loss = g_step(D, opt_g, loss, cfg, fake, y_fake)
+    for _ in range(g_steps - 1):  # extra G steps on fresh noise
+        z = torch.randn(B, z_dim, device=device, generator=gen)
+        g_loss = g_step(D, opt_g, loss, cfg, G(z, y_fake), y_fake)
+    return torch.stack([d_loss, g_loss, d_real, d_fake])
