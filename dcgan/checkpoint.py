@@ -33,6 +33,7 @@ from .errors import UserError
 MAGIC = b"DCGAN-CHECKPOINT\n"
 FORMAT_VERSION = 1
 SUFFIX = ".ckpt"
+REQUIRED_KEYS = {"config", "data", "step", "models"}
 
 
 def checkpoint_dir(run: Path) -> Path:
@@ -114,9 +115,15 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
     if len(payload) != size or hashlib.sha256(payload).hexdigest() != digest:
         raise UserError(f"{path} is damaged (content check failed: truncated or corrupted); use an earlier checkpoint")
     try:
-        return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError) as e:
+        state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
         raise UserError(f"{path} holds objects a safe load refuses ({str(e).splitlines()[0]}); it was not loaded") from None
+    except Exception as e:  # noqa: BLE001 - any other failure of the loader means a malformed payload
+        raise UserError(f"{path} has a malformed payload ({type(e).__name__}); use an earlier checkpoint") from None
+    if not isinstance(state, dict) or not REQUIRED_KEYS <= state.keys():
+        raise UserError(f"{path} is not a complete dcgan checkpoint (missing "
+                        f"{sorted(REQUIRED_KEYS - set(state) if isinstance(state, dict) else REQUIRED_KEYS)})")
+    return state
 
 
 def list_checkpoints(run: Path) -> list[Path]:

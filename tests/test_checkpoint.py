@@ -1,0 +1,244 @@
+"""Tests for dcgan.checkpoint: format, integrity checks, atomic writes, latest() fallback, pruning."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import random
+import warnings
+
+import pytest
+import torch
+
+from dcgan import checkpoint
+from dcgan.errors import UserError
+
+
+def state(step: int) -> dict:
+    g = torch.Generator().manual_seed(step)
+    return {"step": step, "images_seen": 64 * step, "config": {"train": {"batch": 64}}, "data": {"shape": [1, 28, 28]},
+            "models": {"G": {"w": torch.randn(4, 3, generator=g)}}, "note": "hello", "pair": (1, 2.5)}
+
+
+def write(run, step: int):
+    path = checkpoint.checkpoint_dir(run) / checkpoint.name_for(step)
+    checkpoint.save(state(step), path)
+    return path
+
+
+def headered(payload: bytes, version: int = checkpoint.FORMAT_VERSION) -> bytes:
+    """A file with a valid dcgan header (correct hash and length) around any payload."""
+    header = {"format_version": version, "sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)}
+    return checkpoint.MAGIC + json.dumps(header).encode() + b"\n" + payload
+
+
+def payload_start(data: bytes) -> int:
+    return data.index(b"\n", len(checkpoint.MAGIC)) + 1
+
+
+class Marker:
+    """Unpickling this object would create a file: the proof that a load executed code."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+# ---- format and round trip ---------------------------------------------------------------------
+
+def test_round_trip(tmp_path):
+    path = write(tmp_path, 7)
+    data = path.read_bytes()
+    assert data.startswith(checkpoint.MAGIC)
+    header = json.loads(data[len(checkpoint.MAGIC): payload_start(data) - 1])
+    payload = data[payload_start(data):]
+    assert header == {"format_version": checkpoint.FORMAT_VERSION, "bytes": len(payload),
+                      "sha256": hashlib.sha256(payload).hexdigest()}
+    back = checkpoint.load(path)
+    expected = state(7)
+    assert torch.equal(back["models"]["G"]["w"], expected["models"]["G"]["w"])
+    assert {k: back[k] for k in ("step", "images_seen", "config", "note")} == \
+        {k: expected[k] for k in ("step", "images_seen", "config", "note")}
+
+
+def test_names_sort_by_step():
+    names = [checkpoint.name_for(s) for s in (9, 10, 100, 99999)]
+    assert names == sorted(names)
+    assert all(n.endswith(checkpoint.SUFFIX) for n in names)
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path):
+    for step in (1, 2, 3):
+        write(tmp_path, step)
+    write(tmp_path, 3)  # overwriting goes through a temp file too
+    folder = checkpoint.checkpoint_dir(tmp_path)
+    assert sorted(p.name for p in folder.iterdir()) == [checkpoint.name_for(s) for s in (1, 2, 3)]
+
+
+def test_failed_atomic_write_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "file.bin"
+    checkpoint.atomic_write(path, b"old")
+
+    def fail(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.os, "replace", fail)
+    with pytest.raises(UserError, match="No space left"):
+        checkpoint.atomic_write(path, b"new")
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]  # the temp file is gone
+
+
+def test_atomic_write_into_a_missing_folder(tmp_path):
+    with pytest.raises(UserError, match="could not write"):
+        checkpoint.atomic_write(tmp_path / "nope" / "file.bin", b"x")
+
+
+# ---- damage ----------------------------------------------------------------------------------------
+
+def test_flipped_byte_is_detected_and_latest_falls_back(tmp_path, capsys):
+    write(tmp_path, 10)
+    newest = write(tmp_path, 20)
+    data = bytearray(newest.read_bytes())
+    i = random.Random(0).randrange(payload_start(data), len(data))
+    data[i] ^= 0x01
+    newest.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="damaged"):
+        checkpoint.load(newest)
+    capsys.readouterr()
+    path, content = checkpoint.latest(tmp_path)
+    assert path.name == checkpoint.name_for(10)
+    assert content["step"] == 10
+    err = capsys.readouterr().err
+    assert checkpoint.name_for(20) in err and "damaged" in err  # reported, not silently skipped
+    # a run folder resolves the same way
+    assert checkpoint.resolve(tmp_path)[0] == path
+
+
+@pytest.mark.parametrize("where", ["magic", "header"])
+def test_damage_outside_the_payload(tmp_path, where):
+    path = write(tmp_path, 1)
+    data = bytearray(path.read_bytes())
+    i = 0 if where == "magic" else len(checkpoint.MAGIC) + 40  # inside the hex digest
+    data[i] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError) as e:
+        checkpoint.load(path)
+    assert str(path) in str(e.value)
+
+
+@pytest.mark.parametrize("keep", [0, 10, 100])
+def test_truncated_file(tmp_path, keep):
+    path = write(tmp_path, 1)
+    data = path.read_bytes()
+    path.write_bytes(data[: payload_start(data) + keep])
+    with pytest.raises(UserError, match="damaged|truncated"):
+        checkpoint.load(path)
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "x.ckpt"
+    path.write_bytes(b"")
+    with pytest.raises(UserError, match="not a dcgan checkpoint"):
+        checkpoint.load(path)
+
+
+def test_format_version_mismatch(tmp_path):
+    buf = io.BytesIO()
+    torch.save(state(1), buf)
+    path = tmp_path / "future.ckpt"
+    path.write_bytes(headered(buf.getvalue(), version=checkpoint.FORMAT_VERSION + 1))
+    with pytest.raises(UserError) as e:
+        checkpoint.load(path)
+    assert f"format {checkpoint.FORMAT_VERSION + 1}" in str(e.value)
+    assert f"format {checkpoint.FORMAT_VERSION}" in str(e.value)
+
+
+def test_all_damaged_means_no_checkpoint(tmp_path, capsys):
+    for step in (1, 2):
+        write(tmp_path, step).write_bytes(b"garbage")
+    assert checkpoint.latest(tmp_path) is None
+    with pytest.raises(UserError, match="no readable checkpoint"):
+        checkpoint.resolve(tmp_path)
+    assert checkpoint.latest(tmp_path / "missing") is None
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        checkpoint.resolve(tmp_path / "nope.ckpt")
+    with pytest.raises(UserError, match="does not exist"):
+        checkpoint.load(tmp_path / "nope.ckpt")
+
+
+# ---- unsafe files ------------------------------------------------------------------------------------
+
+def test_plain_torch_file_is_refused(tmp_path):
+    path = tmp_path / "plain.ckpt"
+    torch.save(state(1), path)
+    with pytest.raises(UserError, match="not a dcgan checkpoint"):
+        checkpoint.load(path)
+
+
+@pytest.mark.parametrize("kind", ["pickle", "torch"])
+def test_code_in_a_headered_file_is_never_run(tmp_path, kind):
+    marker = tmp_path / "marker"
+    obj = {"models": Marker(marker)}
+    if kind == "pickle":
+        payload = pickle.dumps(obj, protocol=2)
+    else:
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        payload = buf.getvalue()
+    path = tmp_path / "evil.ckpt"
+    path.write_bytes(headered(payload))  # even with a correct hash
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(UserError, match="refuses"):
+            checkpoint.load(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("payload", [b"hello world", b""])
+def test_headered_non_torch_payload_is_a_user_error(tmp_path, payload):
+    path = tmp_path / "odd.ckpt"
+    path.write_bytes(headered(payload))
+    with pytest.raises(UserError):
+        checkpoint.load(path)
+
+
+def test_headered_payload_that_is_not_a_checkpoint_dict_is_a_user_error(tmp_path):
+    import io
+    buf = io.BytesIO()
+    torch.save([1, 2], buf)
+    path = tmp_path / "list.ckpt"
+    path.write_bytes(headered(buf.getvalue()))
+    with pytest.raises(UserError, match="not a complete dcgan checkpoint"):
+        checkpoint.load(path)
+
+
+# ---- pruning --------------------------------------------------------------------------------------
+
+def test_prune_keeps_the_newest(tmp_path):
+    steps = [100, 9, 1000, 10, 99]
+    for s in steps:  # written out of order: age on disk must not matter, the step does
+        write(tmp_path, s)
+    os.utime(checkpoint.checkpoint_dir(tmp_path) / checkpoint.name_for(9), (1, 1))
+    checkpoint.prune(tmp_path, 3)
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == [checkpoint.name_for(s) for s in (99, 100, 1000)]
+    checkpoint.prune(tmp_path, 3)  # nothing more to delete
+    assert len(checkpoint.list_checkpoints(tmp_path)) == 3
+    checkpoint.prune(tmp_path, 2)
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == [checkpoint.name_for(s) for s in (100, 1000)]
+
+
+def test_list_ignores_other_files(tmp_path):
+    write(tmp_path, 5)
+    folder = checkpoint.checkpoint_dir(tmp_path)
+    (folder / ".step-000000006.ckpt.tmp-123").write_bytes(b"x")
+    (folder / "notes.txt").write_text("x")
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == [checkpoint.name_for(5)]

@@ -1,0 +1,260 @@
+"""Tests for `dcgan sample` and dcgan.sampling: file formats, labels, determinism, refusing foreign files."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import TINY, has_mnist
+from dcgan import checkpoint, load_generator
+from dcgan.cli import main
+from dcgan.images import make_grid
+from dcgan.errors import UserError
+from dcgan.sampling import generate, noise, parse_labels
+
+SETS = [a for item in TINY for a in ("--set", item)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    if not has_mnist():
+        pytest.skip("real MNIST not found (set DCGAN_DATA)")
+    root = tmp_path_factory.mktemp("sample-runs")
+    out = {}
+    for name, preset in (("cond", "mnist-cdcgan"), ("plain", "mnist-dcgan")):
+        out[name] = root / name
+        args = ["train", preset, "--out", str(out[name]), "--steps", "3", "--device", "cpu", "--quiet",
+                "--set", "train.batch=16", *SETS]
+        assert main(args) == 0
+    return out
+
+
+def run_sample(run, out, *extra) -> int:
+    return main(["sample", str(run), "--out", str(out), *extra])
+
+
+def npz(run, path, *extra) -> dict:
+    assert run_sample(run, path, *extra) == 0
+    return dict(np.load(path))
+
+
+# ---- npz and png -----------------------------------------------------------------------------
+
+def test_npz_of_a_conditional_run(runs, tmp_path, capsys):
+    capsys.readouterr()
+    d = npz(runs["cond"], tmp_path / "s.npz", "--n", "23")
+    assert set(d) == {"images", "labels"}
+    assert d["images"].dtype == np.uint8 and d["images"].shape == (23, 1, 28, 28)
+    assert d["labels"].dtype == np.int64 and d["labels"].shape == (23,)
+    assert np.array_equal(d["labels"], np.arange(23) % 10)  # the default is 'all'
+    assert d["images"].std() > 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["n"] == 23 and info["step"] == 3 and info["generator"] == "ema"
+    assert info["checkpoint"].endswith(checkpoint.name_for(3))
+
+
+def test_npz_of_an_unconditional_run(runs, tmp_path):
+    d = npz(runs["plain"], tmp_path / "s.npz", "--n", "5")
+    assert set(d) == {"images"} and d["images"].shape == (5, 1, 28, 28)
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("all", [i % 10 for i in range(20)]),
+    ("3", [3] * 20),
+    ("0,1,2", [i % 3 for i in range(20)]),
+    ("9,0", [9, 0] * 10),
+])
+def test_labels(runs, tmp_path, spec, expected):
+    d = npz(runs["cond"], tmp_path / "s.npz", "--n", "20", "--labels", spec)
+    assert d["labels"].tolist() == expected
+
+
+def test_the_label_changes_the_image(runs, tmp_path):
+    a = npz(runs["cond"], tmp_path / "a.npz", "--n", "4", "--labels", "3")
+    b = npz(runs["cond"], tmp_path / "b.npz", "--n", "4", "--labels", "4")
+    assert not np.array_equal(a["images"], b["images"])
+
+
+@pytest.mark.parametrize("spec", ["11", "10", "-1", "x", "1,x", "1.5"])
+def test_bad_labels(runs, tmp_path, capsys, spec):
+    out = tmp_path / "s.npz"
+    assert run_sample(runs["cond"], out, "--n", "4", f"--labels={spec}") == 2
+    err = capsys.readouterr().err
+    assert "--labels" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_labels_for_an_unconditional_run(runs, tmp_path, capsys):
+    assert run_sample(runs["plain"], tmp_path / "s.npz", "--labels", "3") == 2
+    assert "unconditional" in capsys.readouterr().err
+
+
+def test_png_is_the_grid_of_the_images(runs, tmp_path):
+    d = npz(runs["cond"], tmp_path / "s.npz", "--n", "20", "--seed", "4")
+    png = tmp_path / "s.png"
+    assert run_sample(runs["cond"], png, "--n", "20", "--seed", "4") == 0
+    img = Image.open(png)
+    img.load()
+    assert img.format == "PNG" and img.mode == "L"
+    assert img.size == (10 * 30 + 2, 2 * 30 + 2)  # one row per class: 10 columns, 2 rows
+    assert np.array_equal(np.asarray(img), make_grid(d["images"], nrow=10)[:, :, 0])
+
+
+def test_png_nrow(runs, tmp_path):
+    png = tmp_path / "s.png"
+    assert run_sample(runs["plain"], png, "--n", "6", "--nrow", "3") == 0
+    assert Image.open(png).size == (3 * 30 + 2, 2 * 30 + 2)
+    assert run_sample(runs["plain"], png, "--n", "10") == 0
+    assert Image.open(png).size == (4 * 30 + 2, 3 * 30 + 2)  # square-ish: ceil(sqrt(10)) = 4 columns
+
+
+# ---- determinism ---------------------------------------------------------------------------------
+
+def test_result_does_not_depend_on_batch_size(runs, tmp_path):
+    ref = npz(runs["cond"], tmp_path / "ref.npz", "--n", "20", "--seed", "5", "--batch-size", "500")
+    for bs in ("1", "7"):
+        d = npz(runs["cond"], tmp_path / f"b{bs}.npz", "--n", "20", "--seed", "5", "--batch-size", bs)
+        assert np.array_equal(d["images"], ref["images"]), bs
+        assert np.array_equal(d["labels"], ref["labels"])
+
+
+def test_seed(runs, tmp_path):
+    a = npz(runs["cond"], tmp_path / "a.npz", "--n", "10", "--seed", "1")
+    b = npz(runs["cond"], tmp_path / "b.npz", "--n", "10", "--seed", "1")
+    c = npz(runs["cond"], tmp_path / "c.npz", "--n", "10", "--seed", "2")
+    assert np.array_equal(a["images"], b["images"])
+    assert not np.array_equal(a["images"], c["images"])
+
+
+def test_checkpoint_file_and_run_folder_agree(runs, tmp_path):
+    [ckpt] = checkpoint.list_checkpoints(runs["cond"])
+    a = npz(runs["cond"], tmp_path / "a.npz", "--n", "12", "--seed", "2")
+    b = npz(ckpt, tmp_path / "b.npz", "--n", "12", "--seed", "2")
+    assert np.array_equal(a["images"], b["images"]) and np.array_equal(a["labels"], b["labels"])
+
+
+def test_generate_matches_the_generator_in_eval_mode(runs):
+    G, info = load_generator(runs["cond"])
+    assert not G.training and info["generator"] == "ema"
+    y = torch.arange(6) % 10
+    out = generate(G, 6, y, seed=9, batch_size=4)
+    with torch.no_grad():
+        x = G(noise(6, G.z_dim, 9), y)
+    assert torch.equal(out, ((x + 1) * 127.5).round().clamp(0, 255).byte())
+    G.train()
+    generate(G, 2, y[:2])
+    assert G.training  # the caller's mode is restored
+
+
+def test_parse_labels_unit():
+    assert parse_labels(None, 5, 0) is None
+    assert parse_labels("all", 5, 0) is None
+    assert parse_labels(None, 12, 10).tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+    assert parse_labels("2,7", 3, 10).tolist() == [2, 7, 2]
+    with pytest.raises(UserError):
+        parse_labels("10", 3, 10)
+
+
+# ---- bad inputs --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["s.jpg", "s", "s.NPZ"])
+def test_unknown_extension(runs, tmp_path, capsys, name):
+    out = tmp_path / name
+    assert run_sample(runs["cond"], out, "--n", "2") == 2
+    err = capsys.readouterr().err
+    assert ".png" in err and ".npz" in err
+    assert not out.exists()
+
+
+def test_n_must_be_positive(runs, tmp_path, capsys):
+    assert run_sample(runs["cond"], tmp_path / "s.npz", "--n", "0") == 2
+    assert "--n" in capsys.readouterr().err
+
+
+class Marker:
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_plain_torch_pickle_is_refused(tmp_path, capsys):
+    path = tmp_path / "model.pt"
+    torch.save({"G": {"w": torch.zeros(3)}}, path)
+    out = tmp_path / "s.npz"
+    assert run_sample(path, out) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "not a dcgan checkpoint" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("how", ["pickle", "torch.save"])
+@pytest.mark.parametrize("name", ["evil.pkl", "evil.ckpt"])
+def test_malicious_pickle_is_never_executed(tmp_path, capsys, how, name):
+    marker = tmp_path / "marker"
+    path = tmp_path / name
+    if how == "pickle":
+        path.write_bytes(pickle.dumps(Marker(marker)))
+    else:
+        torch.save({"G": Marker(marker)}, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert run_sample(path, tmp_path / "s.npz") == 2
+    assert "dcgan: error:" in capsys.readouterr().err
+    assert not marker.exists()
+
+
+def test_malicious_checkpoint_in_a_run_folder_is_skipped(runs, tmp_path, capsys):
+    """A run whose newest 'checkpoint' is a pickle: skipped with a warning, never unpickled."""
+    run = tmp_path / "run"
+    shutil.copytree(runs["cond"], run)
+    marker = tmp_path / "marker"
+    (checkpoint.checkpoint_dir(run) / checkpoint.name_for(99)).write_bytes(pickle.dumps(Marker(marker)))
+    d = npz(run, tmp_path / "s.npz", "--n", "3")
+    assert d["images"].shape == (3, 1, 28, 28)
+    assert checkpoint.name_for(99) in capsys.readouterr().err
+    assert not marker.exists()
+
+
+def test_missing_run(tmp_path, capsys):
+    assert run_sample(tmp_path / "nope", tmp_path / "s.npz") == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert run_sample(tmp_path, tmp_path / "s.npz") == 2  # a folder without checkpoints
+    assert "no readable checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.xfail(reason="BUG cli.py cmd_sample: --batch-size is not checked; 0 ends in 'ValueError: range() arg 3 "
+                          "must not be zero' (a traceback)", strict=True, raises=ValueError)
+def test_batch_size_zero(runs, tmp_path, capsys):
+    assert run_sample(runs["cond"], tmp_path / "s.npz", "--n", "4", "--batch-size", "0") == 2
+
+
+@pytest.mark.xfail(reason="BUG cli.py cmd_sample: a negative --batch-size writes an .npz with 0 images "
+                          "(but --n labels) and exits 0", strict=True, raises=AssertionError)
+def test_batch_size_negative(runs, tmp_path, capsys):
+    out = tmp_path / "s.npz"
+    code = run_sample(runs["cond"], out, "--n", "4", "--batch-size", "-1")
+    assert code == 2 or np.load(out)["images"].shape[0] == 4
+
+
+@pytest.mark.xfail(reason="BUG cli.py cmd_sample / images.make_grid: a negative --nrow ends in "
+                          "'ValueError: negative dimensions are not allowed' (a traceback)", strict=True,
+                   raises=ValueError)
+def test_negative_nrow(runs, tmp_path, capsys):
+    assert run_sample(runs["cond"], tmp_path / "s.png", "--n", "4", "--nrow", "-1") == 2

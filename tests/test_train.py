@@ -1,0 +1,298 @@
+"""End-to-end training on real MNIST with tiny widths: run artifacts, determinism, exact resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import TINY, needs_mnist
+from dcgan import checkpoint
+from dcgan.cli import main
+from dcgan.config import Config, resolve
+
+pytestmark = needs_mnist
+
+SETS = [a for item in TINY for a in ("--set", item)]
+TIMING = {"img_per_s", "elapsed_s", "time"}
+REQUIRED = {"step", "images_seen", "d_loss", "g_loss", "d_real", "d_fake", "img_per_s"}
+PAD = 2  # dcgan/images.py make_grid's default padding
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny kernels: a second thread only adds contention on a shared machine
+    yield
+    torch.set_num_threads(old)
+
+
+def train(preset: str, out: Path | None, *extra: str) -> int:
+    args = ["train", preset, "--device", "cpu", "--quiet", *SETS, *extra]
+    if out is not None:
+        args += ["--out", str(out)]
+    return main(args)
+
+
+def sample(run: Path, out: Path, *extra: str) -> dict:
+    assert main(["sample", str(run), "--out", str(out), *extra]) == 0
+    return dict(np.load(out))
+
+
+def final_state(run: Path) -> dict:
+    return checkpoint.latest(run)[1]
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def snapshot(run: Path) -> dict:
+    return {str(p.relative_to(run)): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def assert_same_tensors(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def assert_same_optim(a: dict, b: dict) -> None:
+    assert a["param_groups"] == b["param_groups"]
+    assert a["state"].keys() == b["state"].keys()
+    for i in a["state"]:
+        assert_same_tensors(a["state"][i], b["state"][i])
+
+
+# ---- the main conditional run ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cond_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "cdcgan"
+    assert train("mnist-cdcgan", out, "--steps", "30") == 0
+    return out
+
+
+def test_run_folder_contents(cond_run):
+    ckpts = checkpoint.list_checkpoints(cond_run)
+    assert [p.name for p in ckpts] == [checkpoint.name_for(30)]  # one at the end (checkpoint_every is 500)
+    state = checkpoint.load(ckpts[0])
+    assert state["step"] == 30 and state["images_seen"] == 30 * 64
+    assert state["data"]["num_classes"] == 10 and state["data"]["shape"] == [1, 28, 28]
+    assert set(state["models"]) == {"G", "D", "G_ema"} and state["models"]["G_ema"] is not None
+    grids = sorted(p.name for p in (cond_run / "grids").iterdir())
+    assert grids == [f"step-{s:09d}.png" for s in (5, 10, 15, 20, 25, 30)]  # tick_every=5
+
+
+def test_config_toml_is_the_resolved_config(cond_run):
+    saved = Config.from_dict(tomllib.loads((cond_run / "config.toml").read_text()))
+    expected, _ = resolve("mnist-cdcgan", TINY, {"train.steps": 30, "train.device": "cpu"})
+    assert saved == expected
+    assert final_state(cond_run)["config"] == expected.to_dict()
+
+
+def test_metrics_lines(cond_run):
+    lines = metrics(cond_run)
+    assert [r["step"] for r in lines] == [5, 10, 15, 20, 25, 30]
+    for r in lines:
+        assert REQUIRED <= r.keys()
+        assert r["images_seen"] == r["step"] * 64
+        assert 0.0 <= r["d_real"] <= 1.0 and 0.0 <= r["d_fake"] <= 1.0
+        assert math.isfinite(r["d_loss"]) and math.isfinite(r["g_loss"])
+        assert r["img_per_s"] > 0
+    # at the start D cannot tell: both losses near log 2 per term
+    assert lines[0]["d_loss"] == pytest.approx(2 * math.log(2), abs=0.1)
+    assert lines[0]["g_loss"] == pytest.approx(math.log(2), abs=0.1)
+
+
+def test_conditional_grid_has_one_row_per_class(cond_run):
+    img = Image.open(cond_run / "grids" / f"step-{30:09d}.png")
+    img.load()
+    rows = cols = 10  # 10 classes, GRID_COLUMNS = 10
+    assert img.mode == "L"
+    assert img.size == (cols * (28 + PAD) + PAD, rows * (28 + PAD) + PAD)
+    a = np.asarray(img)
+    assert (a[:PAD] == 0).all() and (a[:, :PAD] == 0).all()  # the padding
+    tiles = [[a[PAD + r * 30: PAD + r * 30 + 28, PAD + c * 30: PAD + c * 30 + 28] for c in range(cols)] for r in range(rows)]
+    assert len({t.tobytes() for row in tiles for t in row}) == rows * cols  # no two tiles alike
+
+
+def test_ema_differs_from_the_raw_generator(cond_run):
+    models = final_state(cond_run)["models"]
+    assert any(not torch.equal(models["G"][k], models["G_ema"][k]) for k in models["G"] if k.endswith("weight"))
+
+
+# ---- determinism -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def seed_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("seeds")
+    runs = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        runs[name] = root / name
+        assert train("mnist-cdcgan", runs[name], "--steps", "8", "--seed", str(seed), "--set", "train.batch=16") == 0
+    return runs
+
+
+def test_same_seed_gives_identical_weights(seed_runs):
+    a, b = final_state(seed_runs["a"]), final_state(seed_runs["b"])
+    for k in ("G", "D", "G_ema"):
+        assert_same_tensors(a["models"][k], b["models"][k])
+    for k in ("G", "D"):
+        assert_same_optim(a["optim"][k], b["optim"][k])
+    assert [{k: v for k, v in r.items() if k not in TIMING} for r in metrics(seed_runs["a"])] == \
+        [{k: v for k, v in r.items() if k not in TIMING} for r in metrics(seed_runs["b"])]
+
+
+def test_different_seeds_differ(seed_runs):
+    a, c = final_state(seed_runs["a"]), final_state(seed_runs["c"])
+    for k in ("G", "D"):
+        assert any(not torch.equal(a["models"][k][n], c["models"][k][n]) for n in a["models"][k])
+
+
+# ---- resume ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def resume_pair(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    straight, resumed = root / "straight", root / "resumed"
+    assert train("mnist-cdcgan", straight, "--steps", "40", "--set", "train.batch=16") == 0
+    assert train("mnist-cdcgan", resumed, "--steps", "20", "--set", "train.batch=16") == 0
+    assert checkpoint.latest(resumed)[1]["step"] == 20
+    # continue from the run folder itself: its config.toml is the input
+    assert main(["train", str(resumed), "--resume", "--steps", "40", "--quiet"]) == 0
+    return straight, resumed
+
+
+def test_resume_is_bitwise_exact(resume_pair):
+    straight, resumed = resume_pair
+    a, b = final_state(straight), final_state(resumed)
+    assert a["step"] == b["step"] == 40 and a["images_seen"] == b["images_seen"]
+    for k in ("G", "D", "G_ema"):
+        assert_same_tensors(a["models"][k], b["models"][k])
+    for k in ("G", "D"):
+        assert_same_optim(a["optim"][k], b["optim"][k])
+    assert a["config"] == b["config"]
+    assert [p.name for p in checkpoint.list_checkpoints(resumed)] == [checkpoint.name_for(s) for s in (20, 40)]
+
+
+def test_resume_gives_identical_samples(resume_pair, tmp_path):
+    straight, resumed = resume_pair
+    a = sample(straight, tmp_path / "a.npz", "--n", "20", "--seed", "3")
+    b = sample(resumed, tmp_path / "b.npz", "--n", "20", "--seed", "3")
+    assert np.array_equal(a["images"], b["images"]) and np.array_equal(a["labels"], b["labels"])
+
+
+def test_resume_gives_identical_metrics(resume_pair):
+    straight, resumed = resume_pair
+    a, b = metrics(straight), metrics(resumed)
+    assert [r["step"] for r in a] == list(range(5, 41, 5))
+    assert [{k: v for k, v in r.items() if k not in TIMING} for r in a] == \
+        [{k: v for k, v in r.items() if k not in TIMING} for r in b]
+    for i in (20, 40):  # and the grids
+        name = f"step-{i:09d}.png"
+        assert np.array_equal(np.asarray(Image.open(straight / "grids" / name)),
+                              np.asarray(Image.open(resumed / "grids" / name)))
+
+
+def test_resume_with_a_changed_model_key(cond_run, capsys):
+    before = snapshot(cond_run)
+    assert main(["train", str(cond_run), "--resume", "--steps", "40", "--quiet", "--set", "model.g_width=16"]) == 2
+    err = capsys.readouterr().err
+    assert "model.g_width" in err and "Traceback" not in err
+    assert snapshot(cond_run) == before
+
+
+def test_out_at_an_existing_run_without_resume(cond_run, capsys):
+    before = snapshot(cond_run)
+    assert train("mnist-cdcgan", cond_run, "--steps", "40") == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and str(cond_run) in err
+    assert snapshot(cond_run) == before
+    # the run folder itself as input, without --resume: same refusal
+    assert main(["train", str(cond_run), "--steps", "40", "--quiet"]) == 2
+    assert snapshot(cond_run) == before
+
+
+def test_resume_at_the_target_step_trains_nothing(cond_run, capsys):
+    before = snapshot(cond_run)
+    assert main(["train", str(cond_run), "--resume", "--steps", "30", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 30
+    after = snapshot(cond_run)
+    assert {k: v for k, v in after.items() if k.startswith(("checkpoints", "grids"))} == \
+        {k: v for k, v in before.items() if k.startswith(("checkpoints", "grids"))}
+
+
+# ---- presets and options -------------------------------------------------------------------------
+
+def test_unconditional_preset_trains(tmp_path, capsys):
+    out = tmp_path / "dcgan"
+    assert train("mnist-dcgan", out, "--steps", "5", "--set", "train.batch=16") == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["step"] == 5 and summary["images_seen"] == 80
+    state = final_state(out)
+    assert state["data"]["num_classes"] == 0 and state["config"]["model"]["conditional"] is False
+    img = Image.open(out / "grids" / f"step-{5:09d}.png")
+    assert img.size == (10 * (28 + PAD) + PAD,) * 2  # 10x10
+    s = sample(out, tmp_path / "s.npz", "--n", "6")
+    assert s["images"].shape == (6, 1, 28, 28) and "labels" not in s
+
+
+def test_two_generator_steps(tmp_path):
+    out = tmp_path / "g2"
+    assert train("mnist-cdcgan", out, "--steps", "4", "--set", "train.batch=16", "--set", "optim.g_steps=2") == 0
+    optim = final_state(out)["optim"]
+    assert all(int(s["step"]) == 8 for s in optim["G"]["state"].values())  # two G updates per step
+    assert all(int(s["step"]) == 4 for s in optim["D"]["state"].values())
+
+
+def test_label_smoothing(tmp_path):
+    out = tmp_path / "smooth"
+    assert train("mnist-cdcgan", out, "--steps", "4", "--set", "train.batch=16", "--set", "loss.real_label=0.9") == 0
+    assert final_state(out)["config"]["loss"]["real_label"] == 0.9
+    assert all(math.isfinite(r["d_loss"]) for r in metrics(out))
+
+
+def test_hinge_loss(tmp_path):
+    out = tmp_path / "hinge"
+    assert train("mnist-cdcgan", out, "--steps", "2", "--set", "train.batch=16", "--set", "loss.kind=hinge",
+                 "--set", "train.tick_every=1") == 0
+    first = metrics(out)[0]
+    # D's logits start near 0: hinge gives d ≈ relu(1 - 0) + relu(1 + 0) = 2 and g ≈ 0
+    # (the non-saturating loss would give 2 log 2 and log 2)
+    assert first["d_loss"] == pytest.approx(2.0, abs=0.15)
+    assert first["g_loss"] == pytest.approx(0.0, abs=0.15)
+
+
+def test_without_ema_sampling_uses_the_raw_generator(tmp_path, capsys):
+    out = tmp_path / "noema"
+    assert train("mnist-cdcgan", out, "--steps", "3", "--set", "train.batch=16", "--set", "train.ema_decay=0") == 0
+    assert final_state(out)["models"]["G_ema"] is None
+    capsys.readouterr()
+    assert main(["sample", str(out), "--n", "4", "--out", str(tmp_path / "s.npz")]) == 0
+    assert json.loads(capsys.readouterr().out)["generator"] == "raw"
+
+
+@pytest.mark.xfail(reason="BUG training/loop.py train(): open_run() writes config.toml before the loss, dataset, "
+                          "device and batch are checked, so a start that fails (here loss.kind=foo) leaves a folder "
+                          "that 'already holds a run' and blocks a corrected retry with the same --out", strict=True,
+                   raises=AssertionError)
+def test_a_failed_start_does_not_leave_a_run_behind(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train("mnist-dcgan", out, "--steps", "2", "--set", "train.batch=16", "--set", "loss.kind=foo") == 2
+    assert "foo" in capsys.readouterr().err
+    assert train("mnist-dcgan", out, "--steps", "2", "--set", "train.batch=16") == 0
+
+
+@pytest.mark.xfail(reason="BUG config.py validate() / data/loader.py DeviceBatches.order(): train.seed has no range "
+                          "check; a large seed (2**45) overflows torch's manual_seed(seed * 1_000_003 + epoch) and "
+                          "ends in 'ValueError: Overflow when unpacking long long' (a traceback)", strict=True, raises=ValueError)
+def test_a_large_seed_is_handled_or_rejected(tmp_path, capsys):
+    code = train("mnist-dcgan", tmp_path / "run", "--steps", "1", "--set", "train.batch=16", "--seed", str(2**45))
+    assert code in (0, 2)
