@@ -51,6 +51,7 @@ def cmd_sample(args) -> int:
     import numpy as np
 
     from .checkpoint import load_generator
+    from .data.sources import kind_of
     from .images import save_grid
     from .sampling import generate, parse_labels
 
@@ -61,17 +62,23 @@ def cmd_sample(args) -> int:
         raise UserError(f"--out {out}: the file must end in .png (a grid) or .npz (arrays)")
     G, info = load_generator(args.run, device=args.device if args.device != "auto" else "cpu")
     labels = parse_labels(args.labels, args.n, G.num_classes)
-    images = generate(G, args.n, labels, seed=args.seed, batch_size=args.batch_size).numpy()  # (N, C, H, W) uint8
+    # images: uint8 (N, C, H, W); points (toy GANs): float32 (N, D)
+    samples = generate(G, args.n, labels, seed=args.seed, batch_size=args.batch_size).numpy()
+    points = kind_of(G.out_shape) == "points"
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npz":
-        arrays = {"images": images}
+        arrays = {"points" if points else "images": samples}
         if labels is not None:
             arrays["labels"] = labels.numpy().astype(np.int64)
         np.savez(out, **arrays)
+    elif points:
+        from .toy.plot import save_samples
+
+        save_samples(out, samples, info["data"]["dataset"], title=f"{args.n} samples, step {info['step']}")
     else:
         nrow = args.nrow or (G.num_classes if labels is not None and args.labels in (None, "all") and G.num_classes <= args.n
                              else int(np.ceil(np.sqrt(args.n))))
-        save_grid(images, out, nrow=nrow)
+        save_grid(samples, out, nrow=nrow)
     print(json.dumps({"out": str(out), "n": args.n, "checkpoint": info["path"], "step": info["step"],
                       "generator": info["generator"]}))
     return 0
@@ -81,6 +88,11 @@ def cmd_prepare(args) -> int:
     from .config import DataConfig
     from .data.prepare import prepare
 
+    from .config import SUPPORTED_RESOLUTIONS
+
+    if args.resolution != 0 and args.resolution not in SUPPORTED_RESOLUTIONS:
+        raise UserError(f"--resolution {args.resolution} is not supported; use 0 (native) or one of "
+                        f"{list(SUPPORTED_RESOLUTIONS)}")
     cfg = DataConfig(dataset=args.dataset, split=args.split, resolution=args.resolution)
     ds = prepare(cfg, args.data_dir, log=lambda m: print(m, file=sys.stderr))
     print(json.dumps({"dataset": args.dataset, "split": args.split, "n": len(ds), "shape": list(ds.shape),
@@ -111,12 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="print only the final summary")
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("sample", help="generate images from a run or checkpoint")
+    s = sub.add_parser("sample", help="generate images (or 2-D points of a toy run) from a run or checkpoint")
     s.add_argument("run", metavar="RUN_OR_CHECKPOINT")
     s.add_argument("--n", type=int, default=64, help="number of images (default 64)")
     s.add_argument("--labels", help="conditional models: all (cycle 0..K-1, default), K, or a,b,c")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", required=True, help="FILE.png (a grid) or FILE.npz (images uint8 NxCxHxW [+ labels])")
+    s.add_argument("--out", required=True, help="FILE.png (a grid; toy runs: a scatter plot) or FILE.npz (images uint8 "
+                                                "NxCxHxW, toy runs: points float32 NxD [+ labels int64])")
     s.add_argument("--nrow", type=int, default=0, help="images per grid row (default: one row per class, else square)")
     s.add_argument("--batch-size", type=int, default=500)
     s.add_argument("--device", default="auto")

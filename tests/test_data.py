@@ -231,9 +231,8 @@ def test_unknown_dataset_and_split(capsys):
     assert "valid" in err and "train" in err and "test" in err
 
 
-@pytest.mark.xfail(reason="BUG cli.py cmd_prepare: --resolution is not validated; a negative value ends in a "
-                          "numpy ValueError traceback (resize -> np.empty with negative dims)", strict=True,
-                   raises=ValueError)
 @needs_mnist
-def test_prepare_rejects_a_negative_resolution(capsys):
-    assert main(["prepare", "mnist", "--split", "test", "--resolution", "-3"]) == 2
+@pytest.mark.parametrize("res", ["-3", "50"])
+def test_prepare_rejects_an_unsupported_resolution(capsys, res):
+    assert main(["prepare", "mnist", "--split", "test", "--resolution", res]) == 2
+    assert f"--resolution {res} is not supported" in capsys.readouterr().err
