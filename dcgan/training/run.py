@@ -21,7 +21,9 @@ def holds_run(path: Path) -> bool:
 
 
 def check_resume_config(path: Path, saved: dict[str, Any], cfg: Config) -> None:
-    """A resumed run may change only RESUMABLE_CHANGES (e.g. train.steps)."""
+    """A resumed run may change only RESUMABLE_CHANGES (e.g. train.steps). Keys added to dcgan
+    after the run was saved take their defaults, so older runs stay resumable."""
+    saved = Config.from_dict(saved, where=f"{path} (saved config)").to_dict()
     changed = [k for k in diff(saved, cfg.to_dict()) if k not in RESUMABLE_CHANGES]
     if changed:
         k = changed[0]
