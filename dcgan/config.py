@@ -21,7 +21,7 @@ SUPPORTED_RESOLUTIONS = (28, 32, 64, 96, 128)
 
 @dataclass
 class DataConfig:
-    dataset: str = "mnist"  # a registered source: mnist, fashion-mnist, ...
+    dataset: str = "mnist"  # a registered source: mnist, fashion-mnist; 2-D points: gaussian, ring8, grid25
     split: str = "train"
     resolution: int = 0  # 0 = the source's native size; else resized (bilinear, antialiased)
 
@@ -38,6 +38,9 @@ class ModelConfig:
     d_fc: int = 0  # width of a hidden fully connected layer before D's output; 0 = none
     g_cond: str = "all"  # where G sees the label: "input" (with z only) or "all" (every layer)
     d_cond: str = "all"  # where D sees the label: "input" (image only) or "all" (every layer)
+    # arch "mlp" (any data shape; g_width / d_width are then the width of every hidden layer):
+    g_depth: int = 3  # hidden layers of the mlp G; 0 = a single linear layer z → x (a linear generator)
+    d_depth: int = 3  # hidden layers of the mlp D; 0 = a linear (logistic) discriminator
 
 
 @dataclass
@@ -125,6 +128,7 @@ class Config:
             (m.g_width >= 1 and m.d_width >= 1, "model.g_width and model.d_width must be >= 1"),
             (m.kernel in (4, 5), f"model.kernel must be 4 or 5, got {m.kernel}"),
             (m.g_fc >= 0 and m.d_fc >= 0, "model.g_fc and model.d_fc must be >= 0 (0 = no hidden layer)"),
+            (m.g_depth >= 0 and m.d_depth >= 0, "model.g_depth and model.d_depth must be >= 0 (0 = linear)"),
             (m.g_cond in ("input", "all"), f"model.g_cond must be 'input' or 'all', got {m.g_cond!r}"),
             (m.d_cond in ("input", "all"), f"model.d_cond must be 'input' or 'all', got {m.d_cond!r}"),
             (0.0 < lo.real_label <= 1.0, f"loss.real_label must be in (0, 1], got {lo.real_label}"),

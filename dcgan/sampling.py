@@ -1,9 +1,10 @@
-"""One `generate()` used by training grids, the sample command and every metric."""
+"""One `generate()` used by training grids and monitors, the sample command and every metric."""
 
 from __future__ import annotations
 
 import torch
 
+from .data.sources import kind_of
 from .errors import UserError
 from .images import to_uint8
 
@@ -36,12 +37,15 @@ def noise(n: int, z_dim: int, seed: int) -> torch.Tensor:
 @torch.no_grad()
 def generate(G: torch.nn.Module, n: int, labels: torch.Tensor | None = None, seed: int = 0,
              batch_size: int = 500, z: torch.Tensor | None = None) -> torch.Tensor:
-    """n images from G (switched to eval mode for the call) as uint8 (n, C, H, W) on the CPU.
+    """n samples from G (switched to eval mode for the call), on the CPU: images as uint8
+    (n, C, H, W), points (G.out_shape = (D,)) as float32 (n, D), never rescaled.
 
     The noise is drawn once for all n from `seed` (or given as `z`), so the result does not
     depend on `batch_size`.
     """
     device = next(G.parameters()).device
+    images = kind_of(G.out_shape) == "images"
+    convert = to_uint8 if images else (lambda x: x.float().cpu())
     z = noise(n, G.z_dim, seed) if z is None else z
     was_training = G.training
     G.eval()
@@ -50,7 +54,7 @@ def generate(G: torch.nn.Module, n: int, labels: torch.Tensor | None = None, see
         for i in range(0, n, batch_size):
             zb = z[i : i + batch_size].to(device)
             yb = labels[i : i + batch_size].to(device) if labels is not None else None
-            out.append(to_uint8(G(zb, yb)))
+            out.append(convert(G(zb, yb)))
     finally:
         G.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, *G.out_shape, dtype=torch.uint8)
+    return torch.cat(out) if out else torch.empty(0, *G.out_shape, dtype=torch.uint8 if images else torch.float32)

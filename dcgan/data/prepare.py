@@ -1,10 +1,12 @@
-"""The canonical cache: every source becomes uint8 (N, C, H, W) images + int64 labels + meta.
+"""The canonical cache: every source becomes its examples (uint8 (N, C, H, W) images, or
+float32 (N, D) points) + int64 labels + meta.
 
 Layout: <cache>/<dataset>-<split>-<resolution>-<key>/{images.npy, labels.npy, meta.json}.
 The key hashes what produced the entry (source files' names, sizes and mtimes, resolution,
-cache version), so a changed source or setting never reads a stale entry. meta.json holds
-the shape, class names and a SHA-256 of the content. Entries are written to a temporary folder
-and renamed into place, so a crash never leaves a half-written entry.
+cache version; for synthetic points the generator's parameters and seeds), so a changed source
+or setting never reads a stale entry. meta.json holds the shape, class names and a SHA-256 of
+the content. Entries are written to a temporary folder and renamed into place, so a crash never
+leaves a half-written entry.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch.nn.functional as F
 
 from ..config import DataConfig
 from ..errors import UserError
-from .sources import SOURCES
+from .sources import SOURCES, kind_of
 
 CACHE_VERSION = 1
 
@@ -46,13 +48,17 @@ def cache_root() -> Path:
 
 @dataclass
 class Dataset:
-    images: np.ndarray  # (N, C, H, W) uint8, possibly memory-mapped
+    images: np.ndarray  # the examples: (N, C, H, W) uint8 images or (N, D) float32 points, possibly memory-mapped
     labels: np.ndarray  # (N,) int64
     meta: dict
 
     @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(self.images.shape[1:])  # (C, H, W)
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.images.shape[1:])  # (C, H, W) for images, (D,) for points
+
+    @property
+    def kind(self) -> str:
+        return kind_of(self.shape)  # "images" | "points"
 
     @property
     def num_classes(self) -> int:
@@ -74,8 +80,10 @@ def resize(images: np.ndarray, size: int, chunk: int = 4096) -> np.ndarray:
     return out
 
 
-def _key(cfg: DataConfig, files: list[Path]) -> str:
+def _key(cfg: DataConfig, files: list[Path], version: str = "") -> str:
     h = hashlib.sha256(f"v{CACHE_VERSION}|{cfg.dataset}|{cfg.split}|{cfg.resolution}".encode())
+    if version:  # synthetic sources: the generator's parameters (image sources have none)
+        h.update(f"|{version}".encode())
     for f in files:
         st = f.stat()
         h.update(f"|{f.name}|{st.st_size}|{st.st_mtime_ns}".encode())
@@ -97,14 +105,17 @@ def prepare(cfg: DataConfig, root: str | os.PathLike | None = None, log=None) ->
     if cfg.split not in source.splits:
         raise UserError(f"dataset {cfg.dataset} has no split {cfg.split!r}; choose from [{', '.join(source.splits)}]")
     root = data_root(root)
-    files = [f for f in source.files(root, cfg.split) if f.exists()]
+    wanted = source.files(root, cfg.split)
+    files = [f for f in wanted if f.exists()]
     entry = None
-    if files and len(files) == len(source.files(root, cfg.split)):
-        entry = cache_root() / f"{cfg.dataset}-{cfg.split}-{cfg.resolution or 'native'}-{_key(cfg, files)}"
+    if len(files) == len(wanted):  # every source file is present (synthetic data wants none)
+        entry = cache_root() / f"{cfg.dataset}-{cfg.split}-{cfg.resolution or 'native'}-{_key(cfg, files, source.version)}"
         if (entry / "meta.json").is_file():
             return _read_entry(entry)
 
-    raw = source.load(root, cfg.split)  # downloads what is missing, verifies checksums
+    raw = source.load(root, cfg.split)  # downloads what is missing, verifies checksums; synthetic: draws
+    if cfg.resolution and kind_of(raw.images.shape[1:]) != "images":
+        raise UserError(f"data.resolution={cfg.resolution}: {cfg.dataset} holds points, not images; leave data.resolution at 0")
     images = resize(raw.images, cfg.resolution) if cfg.resolution else raw.images
     meta = {
         "dataset": cfg.dataset,
@@ -115,10 +126,10 @@ def prepare(cfg: DataConfig, root: str | os.PathLike | None = None, log=None) ->
         "content_hash": content_hash(images, raw.labels),
         "cache_version": CACHE_VERSION,
     }
-    entry = cache_root() / f"{cfg.dataset}-{cfg.split}-{cfg.resolution or 'native'}-{_key(cfg, raw.files)}"
+    entry = cache_root() / f"{cfg.dataset}-{cfg.split}-{cfg.resolution or 'native'}-{_key(cfg, raw.files, source.version)}"
     _write_entry(entry, images, raw.labels, meta)
     if log:
-        log(f"prepared {cfg.dataset}/{cfg.split}: {images.shape[0]} images {tuple(images.shape[1:])} → {entry}")
+        log(f"prepared {cfg.dataset}/{cfg.split}: {images.shape[0]} {kind_of(images.shape[1:])} {tuple(images.shape[1:])} → {entry}")
     return Dataset(images, raw.labels, meta)
 
 

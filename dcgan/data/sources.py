@@ -1,12 +1,16 @@
-"""Dataset sources: each reads its raw files (downloading them when it can) and returns
-uint8 images (N, C, H, W) with int64 labels. `prepare.py` turns that into the canonical cache.
+"""Dataset sources: each returns its examples with int64 labels; `prepare.py` turns that into
+the canonical cache. Two kinds of data flow through the same pipeline, told apart by the shape
+of one example (`kind_of`):
+
+    images  uint8 (N, C, H, W), read from raw files (downloaded when they can be): mnist, fashion-mnist
+    points  float32 (N, D), synthetic and seeded, no files: gaussian, ring8, grid25 (dcgan/toy)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -14,9 +18,14 @@ from ..errors import UserError
 from ..registry import Registry
 
 
+def kind_of(shape: tuple[int, ...]) -> str:
+    """"images" for an example shape (C, H, W), "points" for (D,)."""
+    return "images" if len(shape) == 3 else "points"
+
+
 @dataclass
 class RawData:
-    images: np.ndarray  # (N, C, H, W) uint8
+    images: np.ndarray  # the examples: (N, C, H, W) uint8 images, or (N, D) float32 points
     labels: np.ndarray  # (N,) int64; all zeros when the source has no labels
     class_names: list[str] = field(default_factory=list)  # empty: unlabelled
     files: list[Path] = field(default_factory=list)  # the source files, for the cache key
@@ -27,7 +36,9 @@ class Source:
     name: str
     splits: tuple[str, ...]
     load: Callable[[Path, str], RawData]  # (data root, split) -> RawData
-    files: Callable[[Path, str], list[Path]]  # files the load reads (present or not)
+    files: Callable[[Path, str], list[Path]]  # files the load reads (present or not); [] for synthetic data
+    target: Any = None  # synthetic points: the distribution drawn from (dcgan/toy/distributions.py)
+    version: str = ""  # hashed into the cache key: what the data depends on besides its files
 
 
 SOURCES: Registry[Source] = Registry("dataset")
@@ -75,3 +86,27 @@ def _idx_source(name: str, class_names: list[str]) -> Source:
 
 SOURCES.register("mnist")(_idx_source("mnist", MNIST_CLASSES))
 SOURCES.register("fashion-mnist")(_idx_source("fashion-mnist", FASHION_CLASSES))
+
+
+# ---- synthetic 2-D points (toy GANs) ---------------------------------------------------------
+
+def _toy_source(name: str, target) -> Source:
+    from ..toy.distributions import SPLITS
+
+    def load(root: Path, split: str) -> RawData:
+        n, seed = SPLITS[split]
+        points, labels = target.sample(n, seed)  # (n, 2) float32, (n,) int64
+        return RawData(images=points, labels=labels, class_names=[str(k) for k in range(target.num_classes)])
+
+    return Source(name=name, splits=tuple(SPLITS), load=load, files=lambda root, split: [], target=target,
+                  version=f"{target.describe()} splits={SPLITS}")
+
+
+def _register_toys() -> None:
+    from ..toy.distributions import TARGETS
+
+    for name, target in TARGETS.items():
+        SOURCES.register(name)(_toy_source(name, target))
+
+
+_register_toys()

@@ -1,8 +1,13 @@
 """Model families, registered by name. Each family builds a generator and a discriminator
-whose shapes come from the data: image shape (C, H, W) and number of classes (0 = unconditional).
+whose shapes come from the data: the shape of one example — images (C, H, W), points (D,) —
+and the number of classes (0 = unconditional).
 
-Generators: forward(z (N, z_dim), y (N,) int64 or None) -> images (N, C, H, W) in [-1, 1].
-Discriminators: forward(x (N, C, H, W), y (N,) or None) -> logits (N,).
+Generators: forward(z (N, z_dim), y (N,) int64 or None) -> images (N, C, H, W) in [-1, 1], or points (N, D).
+Discriminators: forward(x (N, *shape), y (N,) or None) -> logits (N,).
+Both carry z_dim (G), num_classes and out_shape (G) / in_shape (D).
+
+    dcgan  convolutional, images only (dcgan.py)
+    mlp    fully connected, any shape: 2-D points (toy GANs) or flattened images (mlp.py)
 """
 
 from __future__ import annotations
@@ -13,24 +18,36 @@ from typing import Callable
 import torch.nn as nn
 
 from ..config import ModelConfig
+from ..errors import UserError
 from ..registry import Registry
 
 
 @dataclass(frozen=True)
 class ModelFamily:
-    generator: Callable[[ModelConfig, tuple[int, int, int], int], nn.Module]
-    discriminator: Callable[[ModelConfig, tuple[int, int, int], int], nn.Module]
+    generator: Callable[[ModelConfig, tuple[int, ...], int], nn.Module]
+    discriminator: Callable[[ModelConfig, tuple[int, ...], int], nn.Module]
+    points: bool = False  # True: also models point data of shape (D,), not only images (C, H, W)
 
 
 MODELS: Registry[ModelFamily] = Registry("model architecture")
 
 
-def build_generator(cfg: ModelConfig, shape: tuple[int, int, int], num_classes: int) -> nn.Module:
-    return MODELS.get(cfg.arch).generator(cfg, shape, num_classes)
+def _family(cfg: ModelConfig, shape: tuple[int, ...]) -> ModelFamily:
+    family = MODELS.get(cfg.arch)
+    if len(shape) != 3 and not family.points:
+        able = [name for name in MODELS.names() if MODELS.get(name).points]
+        raise UserError(f"model.arch={cfg.arch!r} models images (C, H, W); this data has shape {tuple(shape)}: "
+                        f"set model.arch to one of [{', '.join(able)}]")
+    return family
 
 
-def build_discriminator(cfg: ModelConfig, shape: tuple[int, int, int], num_classes: int) -> nn.Module:
-    return MODELS.get(cfg.arch).discriminator(cfg, shape, num_classes)
+def build_generator(cfg: ModelConfig, shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    return _family(cfg, shape).generator(cfg, shape, num_classes)
+
+
+def build_discriminator(cfg: ModelConfig, shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    return _family(cfg, shape).discriminator(cfg, shape, num_classes)
 
 
 from . import dcgan as _dcgan  # noqa: E402,F401  (registers "dcgan")
+from . import mlp as _mlp  # noqa: E402,F401  (registers "mlp")

@@ -1,7 +1,12 @@
 """The training loop. Read this file first.
 
-    data (uint8, on the device) ──batch──▶ D step ─▶ G step(s) ─▶ EMA ─▶ every tick: metrics line + grid
-                                                                      └▶ every checkpoint_every: checkpoint
+    data (on the device) ──batch──▶ D step ─▶ G step(s) ─▶ EMA ─▶ every tick: metrics line + monitor
+                                                               └▶ every checkpoint_every: checkpoint
+
+The data is images (uint8 (N, C, H, W), batches in [-1, 1]) or 2-D points (float32 (N, 2), the toy
+GANs); this loop is the same for both. What differs is chosen once from the data: the models'
+shapes, and the tick monitor (training/monitor.py): an image grid, or for points D's accuracy,
+mode coverage and a scatter over D's decision surface (toy/monitor.py).
 
 Everything a run needs to continue exactly is in its checkpoint: models, EMA, optimizers, step,
 every RNG state. The data order is a function of (seed, step) (see data/loader.py), so a run
@@ -26,15 +31,12 @@ from ..config import Config
 from ..data.loader import DeviceBatches
 from ..data.prepare import prepare
 from ..errors import UserError
-from ..images import save_grid
 from ..losses import LOSSES
 from ..models import build_discriminator, build_generator
-from ..sampling import generate, noise
 from .ema import EMA
+from .monitor import make_monitor
 from .run import MetricsLog, check_resume_config, open_run
-from .steps import d_step, g_step
-
-GRID_COLUMNS = 10
+from .steps import train_step
 
 
 class Stopped(Exception):
@@ -121,20 +123,13 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, data_dir: str | N
         checkpoint.save(state, checkpoint.checkpoint_dir(run_dir) / checkpoint.name_for(step))
         checkpoint.prune(run_dir, t.keep_checkpoints)
 
-    # fixed noise for the grids: one row per class when conditional, else 10x10
-    rows = num_classes or GRID_COLUMNS
-    grid_z = noise(GRID_COLUMNS, cfg.model.z_dim, t.seed + 2).repeat(rows, 1) if num_classes else \
-        noise(rows * GRID_COLUMNS, cfg.model.z_dim, t.seed + 2)
-    grid_y = torch.arange(num_classes).repeat_interleave(GRID_COLUMNS) if num_classes else None
-
-    def save_tick_grid() -> None:
-        images = generate(ema.model if ema else G, len(grid_z), grid_y, z=grid_z)
-        save_grid(images.numpy(), run_dir / "grids" / f"step-{step:09d}.png", nrow=GRID_COLUMNS)
+    # the tick hook, from the kind of data: image grids, or the toy monitors for 2-D points
+    monitor = make_monitor(cfg, data, num_classes, run_dir, device)
 
     if step >= t.steps:
         log(f"{run_dir} is already at step {step} of {t.steps}; raise --steps to train further")
     else:
-        log(f"training {cfg.data.dataset} {data.shape} ({len(data)} images, {num_classes or 'no'} classes) on {device}, "
+        log(f"training {cfg.data.dataset} {data.shape} ({len(data)} {data.kind}, {num_classes or 'no'} classes) on {device}, "
             f"steps {step} → {t.steps}, batch {t.batch}, run {run_dir}")
 
     B, K = t.batch, num_classes
@@ -142,20 +137,15 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, data_dir: str | N
     tick_t, tick_images = t_start, 0
     with StopSignals() as stop:
         while step < t.steps:
-            x, y = batches.get(step)  # (B, C, H, W) in [-1, 1], (B,)
-            z = torch.randn(B, cfg.model.z_dim, device=device, generator=gen)  # (B, z_dim)
-            y_fake = torch.randint(K, (B,), device=device, generator=gen) if K else None
-            fake, d_loss, d_real, d_fake = d_step(G, D, opt_d, loss, cfg.loss, x, y if K else None, z, y_fake)
-            g_loss = g_step(D, opt_g, loss, cfg.loss, fake, y_fake)
-            for _ in range(o.g_steps - 1):  # extra G steps on fresh noise
-                z = torch.randn(B, cfg.model.z_dim, device=device, generator=gen)
-                g_loss = g_step(D, opt_g, loss, cfg.loss, G(z, y_fake), y_fake)
+            x, y = batches.get(step)  # (B, C, H, W) in [-1, 1] or (B, 2) points, (B,)
+            # a D step, then g_steps G steps; noise and fake labels drawn from `gen`
+            stats = train_step(G, D, opt_g, opt_d, loss, cfg.loss, x, y, gen, cfg.model.z_dim, K, o.g_steps)
             if ema is not None:
                 ema.update(G, step)
             step += 1
             images_seen += B
             tick_images += B
-            tick_sums += torch.stack([d_loss, g_loss, d_real, d_fake])
+            tick_sums += stats  # d_loss, g_loss, D(x), D(G(z))
             tick_steps += 1
 
             if step % t.tick_every == 0 or step == t.steps:
@@ -165,10 +155,11 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, data_dir: str | N
                           "d_loss": d_l, "g_loss": g_l, "d_real": dx, "d_fake": dgz,
                           "img_per_s": tick_images / max(now - tick_t, 1e-9),
                           "elapsed_s": elapsed + now - t_start, "time": time.time()}
+                extra = monitor.tick(step, G, ema.model if ema else G, D)  # grid / scatter, extra metrics
+                record.update(extra)
                 metrics.write(record)
-                save_tick_grid()
                 log(f"step {step}/{t.steps}  d_loss {d_l:.3f}  g_loss {g_l:.3f}  D(x) {dx:.3f}  "
-                    f"D(G(z)) {dgz:.3f}  {record['img_per_s']:.0f} img/s")
+                    f"D(G(z)) {dgz:.3f}  {record['img_per_s']:.0f} img/s" + (f"  {monitor.summary(extra)}" if extra else ""))
                 tick_sums.zero_()
                 tick_steps, tick_t, tick_images = 0, time.perf_counter(), 0
             if step % t.checkpoint_every == 0 or step == t.steps or stop.signum:
@@ -176,6 +167,7 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, data_dir: str | N
             if stop.signum:
                 log(f"stopped by signal {stop.signum} at step {step}; checkpoint written, continue with --resume")
                 raise Stopped(stop.signum)
+    monitor.finish()  # e.g. progress.gif for point data
 
     return {"run": str(run_dir), "step": step, "images_seen": images_seen,
             "elapsed_s": elapsed + time.perf_counter() - t_start}
