@@ -57,6 +57,10 @@ def cmd_sample(args) -> int:
 
     if args.n < 1:
         raise UserError(f"--n must be >= 1, got {args.n}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.nrow < 0:
+        raise UserError(f"--nrow must be >= 1 (or 0 for automatic), got {args.nrow}")
     out = Path(args.out)
     if out.suffix not in (".png", ".npz"):
         raise UserError(f"--out {out}: the file must end in .png (a grid) or .npz (arrays)")

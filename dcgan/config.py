@@ -8,6 +8,7 @@ The resolved configuration is written to the run folder (config.toml) and into e
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -142,7 +143,8 @@ class Config:
             (t.keep_checkpoints >= 2, f"train.keep_checkpoints must be >= 2, got {t.keep_checkpoints}"),
             (0.0 <= t.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {t.ema_decay}"),
             (t.num_threads >= 0, f"train.num_threads must be >= 0, got {t.num_threads}"),
-            (t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
+            (0 <= t.seed < 2**32, f"train.seed must be in [0, 2**32), got {t.seed}"),
+            (re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device) is not None,
              f"train.device must be auto, cpu, cuda or cuda:N, got {t.device!r}"),
         ]
         for ok, message in checks:

@@ -237,11 +237,6 @@ def test_every_supported_resolution_validates(res):
     assert cfg.data.resolution == res
 
 
-@pytest.mark.xfail(
-    reason="BUG config.py validate(): train.device only checks startswith('cuda'), so 'cudax'/'cuda:x' "
-           "pass validation and torch.device() later raises a RuntimeError traceback on CUDA machines",
-    strict=True,
-)
 @pytest.mark.parametrize("device", ["cudax", "cuda:x"])
 def test_malformed_cuda_device_is_rejected(device):
     with pytest.raises(UserError):

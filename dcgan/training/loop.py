@@ -35,7 +35,7 @@ from ..losses import LOSSES
 from ..models import build_discriminator, build_generator
 from .ema import EMA
 from .monitor import make_monitor
-from .run import MetricsLog, check_resume_config, open_run
+from .run import MetricsLog, check_resume_config, check_run, create_run
 from .steps import train_step
 
 
@@ -64,7 +64,7 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, data_dir: str | N
     found = checkpoint.latest(run_dir) if resume else None
     if found:
         check_resume_config(run_dir, found[1]["config"], cfg)
-    open_run(run_dir, cfg, resume)
+    check_run(run_dir, cfg, resume)
 
     device = pick_device(t.device)
     if t.num_threads:
@@ -89,6 +89,7 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, data_dir: str | N
     opt_d = torch.optim.Adam(D.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2))
     loss = LOSSES.get(cfg.loss.kind)
     gen = torch.Generator(device).manual_seed(t.seed + 1)  # noise and fake labels of the training steps
+    create_run(run_dir, cfg)  # only now: a setup that fails above leaves no run folder behind
 
     step, images_seen, elapsed = 0, 0, 0.0
     tick_sums = torch.zeros(4, device=device)  # d_loss, g_loss, D(x), D(G(z)) summed since the last tick

@@ -34,8 +34,9 @@ def check_resume_config(path: Path, saved: dict[str, Any], cfg: Config) -> None:
         )
 
 
-def open_run(path: Path, cfg: Config, resume: bool) -> None:
-    """Create the run folder, or check that an existing one may be continued; write config.toml."""
+def check_run(path: Path, cfg: Config, resume: bool) -> None:
+    """Refuse a run folder that may not be used (writes nothing): an existing run without
+    --resume, a resumed run with a changed config, a file in the way."""
     if holds_run(path):
         if not resume:
             raise UserError(f"{path} already holds a run; pass --resume to continue it, or choose another --out")
@@ -43,6 +44,11 @@ def open_run(path: Path, cfg: Config, resume: bool) -> None:
             check_resume_config(path, load_toml(path / "config.toml"), cfg)
     elif path.exists() and not path.is_dir():
         raise UserError(f"--out {path} is a file; give a folder for the run")
+
+
+def create_run(path: Path, cfg: Config) -> None:
+    """Create the run folder's layout and write config.toml (after `check_run` and after every
+    other check of the setup, so that a failed start leaves nothing behind)."""
     (path / "grids").mkdir(parents=True, exist_ok=True)
     checkpoint.checkpoint_dir(path).mkdir(exist_ok=True)
     checkpoint.atomic_write(path / "config.toml", to_toml(cfg.to_dict()).encode())
