@@ -104,6 +104,21 @@ def cmd_prepare(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .bench import bench
+    from .config import resolve
+
+    flags = {"train.batch": args.batch, "train.device": args.device}
+    cfg, _ = resolve(args.preset, args.set or [], flags)
+    if args.steps < 1 or args.warmup < 0 or args.windows < 1:
+        raise UserError("--steps and --windows must be >= 1 and --warmup >= 0")
+    result = bench(cfg, steps=args.steps, warmup=args.warmup, windows=args.windows, amp=args.amp,
+                   channels_last=args.channels_last, baseline=args.baseline, data_dir=args.data_dir,
+                   log=lambda m: print(m, file=sys.stderr))
+    print(json.dumps({"preset": args.preset, **result}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -138,6 +153,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=500)
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_sample)
+
+    s = sub.add_parser("bench", help="measure training throughput of a preset (img/s, ms per step, TFLOP/s)")
+    s.add_argument("preset", metavar="PRESET_OR_TOML")
+    s.add_argument("--batch", type=int, help="batch size (train.batch)")
+    s.add_argument("--steps", type=int, default=200, help="timed iterations (default 200)")
+    s.add_argument("--warmup", type=int, default=20, help="untimed iterations first (default 20)")
+    s.add_argument("--windows", type=int, default=5, help="timing windows; the median is reported (default 5)")
+    s.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    s.add_argument("--amp", choices=["none", "bf16"], default="none", help="autocast precision (losses stay fp32)")
+    s.add_argument("--channels-last", action="store_true", help="channels_last memory format for G, D and data")
+    s.add_argument("--baseline", action="store_true",
+                   help="also time the same model in a plain eager fp32 loop fed by a CPU DataLoader, and the ratio")
+    s.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
+    s.add_argument("--data-dir")
+    s.set_defaults(func=cmd_bench)
+
+    from .metrics.cli import add_parsers as add_metric_parsers
+
+    add_metric_parsers(sub)  # eval, eval train-classifier
 
     s = sub.add_parser("prepare", help="build the canonical cache of a dataset (downloads when needed)")
     s.add_argument("dataset")
