@@ -33,6 +33,7 @@ from .errors import UserError
 MAGIC = b"DCGAN-CHECKPOINT\n"
 FORMAT_VERSION = 1
 SUFFIX = ".ckpt"
+BEST = "best.ckpt"  # the checkpoint of the lowest FID measured during training
 REQUIRED_KEYS = {"config", "data", "step", "models"}
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from .errors import UserError
 
+DEFAULT_EVAL_KIMG = 50  # evaluation interval (thousand images) that --target-fid turns on
+
 
 def cmd_presets(args) -> int:
     from .config import preset_names, read_preset
@@ -31,8 +33,11 @@ def cmd_train(args) -> int:
     from .training.run import default_run_dir
 
     flags = {"train.steps": args.steps, "train.checkpoint_every": args.checkpoint_every,
-             "train.seed": args.seed, "train.device": args.device}
-    cfg, name = resolve(args.preset, args.set or [], flags)
+             "train.seed": args.seed, "train.device": args.device, "eval.target_fid": args.target_fid}
+    sets = list(args.set or [])
+    if args.target_fid and not any(s.startswith("eval.every_kimg") for s in sets):
+        sets.append(f"eval.every_kimg={DEFAULT_EVAL_KIMG}")  # a target needs measurements
+    cfg, name = resolve(args.preset, sets, flags)
     if args.out:
         out = Path(args.out)
     elif Path(args.preset).is_dir():
@@ -65,9 +70,18 @@ def cmd_sample(args) -> int:
     if out.suffix not in (".png", ".npz"):
         raise UserError(f"--out {out}: the file must end in .png (a grid) or .npz (arrays)")
     G, info = load_generator(args.run, device=args.device if args.device != "auto" else "cpu")
-    labels = parse_labels(args.labels, args.n, G.num_classes)
-    # images: uint8 (N, C, H, W); points (toy GANs): float32 (N, D)
-    samples = generate(G, args.n, labels, seed=args.seed, batch_size=args.batch_size).numpy()
+    if args.top_k_by_d is not None:  # generate M, keep the K that D scores most real (best first)
+        from .sampling import load_discriminator, top_k_by_d
+
+        m = args.from_ or 4 * args.top_k_by_d
+        D = load_discriminator(info["path"], device=next(G.parameters()).device)
+        images, labels, _ = top_k_by_d(G, D, args.top_k_by_d, m, parse_labels(args.labels, m, G.num_classes),
+                                       seed=args.seed, batch_size=args.batch_size)
+        samples, args.n = images.numpy(), args.top_k_by_d
+    else:
+        labels = parse_labels(args.labels, args.n, G.num_classes)
+        # images: uint8 (N, C, H, W); points (toy GANs): float32 (N, D)
+        samples = generate(G, args.n, labels, seed=args.seed, batch_size=args.batch_size).numpy()
     points = kind_of(G.out_shape) == "points"
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npz":
@@ -85,6 +99,15 @@ def cmd_sample(args) -> int:
         save_grid(samples, out, nrow=nrow)
     print(json.dumps({"out": str(out), "n": args.n, "checkpoint": info["path"], "step": info["step"],
                       "generator": info["generator"]}))
+    return 0
+
+
+def cmd_experiment(args) -> int:
+    from .experiment import conditioning
+
+    result = conditioning(args.out, steps=args.steps, seeds=args.seeds, sets=args.set or [], n_eval=args.n,
+                          data_dir=args.data_dir)
+    print(json.dumps(result))
     return 0
 
 
@@ -119,6 +142,44 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    print(json.dumps(write_report(args.run, args.out)))
+    return 0
+
+
+def cmd_interpolate(args) -> int:
+    from . import load_generator
+    from .interpolate import interpolate, save_animation, save_strip
+
+    out = Path(args.out)
+    if out.suffix not in (".png", ".gif"):
+        raise UserError(f"--out {out}: the file must end in .png (a strip) or .gif (an animation)")
+    if args.steps is not None and args.steps < 2:
+        raise UserError(f"--steps must be >= 2 (the two ends), got {args.steps}")
+    if args.scale < 1:
+        raise UserError(f"--scale must be >= 1, got {args.scale}")
+    if args.across_labels and (args.to_seed is not None or args.steps is not None):
+        raise UserError("--across-labels keeps z fixed at --from-seed and shows one frame per class; "
+                        "drop --to-seed / --steps")
+    G, info = load_generator(args.run, device=args.device if args.device != "auto" else "cpu")
+    frames, labels = interpolate(G, args.from_seed, args.to_seed, args.steps or 10, label=args.label,
+                                 across_labels=args.across_labels)
+    (save_animation if out.suffix == ".gif" else save_strip)(frames.numpy(), out, scale=args.scale)
+    print(json.dumps({"out": str(out), "frames": len(frames), "from_seed": args.from_seed, "to_seed": args.to_seed,
+                      "labels": labels.tolist() if labels is not None else None, "checkpoint": info["path"],
+                      "step": info["step"]}))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export
+
+    print(json.dumps(export(args.run, args.format, args.out)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -138,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", help="auto | cpu | cuda | cuda:N (train.device)")
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its newest readable checkpoint")
     s.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
+    s.add_argument("--target-fid", type=float,
+                   help=f"stop once the EMA generator's FID <= this (eval.target_fid; measures every "
+                        f"{DEFAULT_EVAL_KIMG} kimg unless eval.every_kimg is set)")
     s.add_argument("--data-dir", help="data root (default $DCGAN_DATA, else ~/.cache/dcgan)")
     s.add_argument("--quiet", action="store_true", help="print only the final summary")
     s.set_defaults(func=cmd_train)
@@ -152,7 +216,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--nrow", type=int, default=0, help="images per grid row (default: one row per class, else square)")
     s.add_argument("--batch-size", type=int, default=500)
     s.add_argument("--device", default="auto")
+    s.add_argument("--top-k-by-d", type=int, metavar="K",
+                   help="generate --from M images and keep the K that the run's D scores most real, best first "
+                        "(K+1-class D: 1 - p(fake)); replaces --n")
+    s.add_argument("--from", dest="from_", type=int, metavar="M", help="with --top-k-by-d: images to choose from (default 4K)")
     s.set_defaults(func=cmd_sample)
+
+    s = sub.add_parser("experiment", help="train and compare several runs: conditioning (label at every layer vs input only)")
+    s.add_argument("name", choices=["conditioning"])
+    s.add_argument("--out", required=True, help="folder for the runs, table.md, table.json and grid.png")
+    s.add_argument("--steps", type=int, help="steps per run (train.steps; default the preset's)")
+    s.add_argument("--seeds", type=int, default=3, help="seeds 0..S-1 per variant (default 3)")
+    s.add_argument("--n", type=int, default=2000, help="images per evaluation (default 2000)")
+    s.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
+    s.add_argument("--data-dir")
+    s.set_defaults(func=cmd_experiment)
 
     s = sub.add_parser("bench", help="measure training throughput of a preset (img/s, ms per step, TFLOP/s)")
     s.add_argument("preset", metavar="PRESET_OR_TOML")
@@ -179,6 +257,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resolution", type=int, default=0)
     s.add_argument("--data-dir")
     s.set_defaults(func=cmd_prepare)
+
+    s = sub.add_parser("report", help="write RUN/report.html: curves, grids, metrics, config (one self-contained file)")
+    s.add_argument("run", metavar="RUN")
+    s.add_argument("--out", help="the HTML file (default RUN/report.html)")
+    s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("interpolate", help="slerp between the noises of two seeds (or through the classes) as a strip or GIF")
+    s.add_argument("run", metavar="RUN_OR_CHECKPOINT_OR_EXPORT")
+    s.add_argument("--from-seed", type=int, required=True, help="seed of the first frame's noise")
+    s.add_argument("--to-seed", type=int, help="seed of the last frame's noise")
+    s.add_argument("--steps", type=int, help="frames, both ends included (default 10)")
+    s.add_argument("--label", type=int, help="conditional models: the class of every frame (default 0)")
+    s.add_argument("--across-labels", action="store_true",
+                   help="conditional models: z of --from-seed fixed, one frame per class 0..K-1")
+    s.add_argument("--scale", type=int, default=1, help="enlarge the pixels by this factor (default 1)")
+    s.add_argument("--out", required=True, help="FILE.png (a strip) or FILE.gif (an animation)")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_interpolate)
+
+    s = sub.add_parser("export", help="export the EMA generator: hf (safetensors + config + model card) or onnx")
+    s.add_argument("run", metavar="RUN_OR_CHECKPOINT")
+    s.add_argument("--format", required=True, choices=["hf", "onnx"])
+    s.add_argument("--out", required=True, help="output folder")
+    s.set_defaults(func=cmd_export)
     return p
 
 
@@ -195,7 +297,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as e:  # noqa: BLE001 - turn a training stop into its exit code
         from .training import Stopped
+        from .training.health import TrainingDiverged
 
         if isinstance(e, Stopped):
+            return e.exit_code
+        if isinstance(e, TrainingDiverged):
+            print(f"dcgan: error: {e}", file=sys.stderr)
             return e.exit_code
         raise

@@ -25,6 +25,13 @@ class DataConfig:
     dataset: str = "mnist"  # a registered source: mnist, fashion-mnist; 2-D points: gaussian, ring8, grid25
     split: str = "train"
     resolution: int = 0  # 0 = the source's native size; else resized (bilinear, antialiased)
+    # image folders, CIFAR-10, CelebA, LSUN (dcgan/data/folder.py, cifar.py):
+    path: str = ""  # the folder / file to read; "" = the source's place under the data root
+    crop: int = 0  # centre crop (pixels, square) before resizing; 0 = the largest centred square
+    channels: int = 0  # 1 or 3; 0 = from the data (3 if any image of a folder is colour)
+    classes: list = field(default_factory=list)  # class filter, e.g. [7] (CIFAR horses); [] = all
+    strict: bool = False  # image folders: fail on an unreadable file instead of skipping it
+    labels_from_subfolders: bool = False  # image folders: one class per sub-folder
 
 
 @dataclass
@@ -42,6 +49,9 @@ class ModelConfig:
     # arch "mlp" (any data shape; g_width / d_width are then the width of every hidden layer):
     g_depth: int = 3  # hidden layers of the mlp G; 0 = a single linear layer z → x (a linear generator)
     d_depth: int = 3  # hidden layers of the mlp D; 0 = a linear (logistic) discriminator
+    # arch "simple" / "nelson" (dcgan/models/simple.py, nelson.py):
+    dropout: float = 0.0  # dropout rate where the source model has dropout; 0 = none
+    d_head: str = "binary"  # D's output: "binary" (one logit) or "classes" (K+1 logits: K classes + fake)
 
 
 @dataclass
@@ -71,6 +81,18 @@ class TrainConfig:
     ema_decay: float = 0.999  # 0 disables the EMA generator
     deterministic: bool = True  # deterministic kernels on CUDA (slower); CPU is always deterministic
     num_threads: int = 0  # CPU threads for torch; 0 = torch's default
+    max_bad_steps: int = 10  # consecutive steps with non-finite gradients (skipped) before a rollback
+    max_rollbacks: int = 3  # rollbacks to the last good checkpoint before the run stops with an error
+    rollback_lr_factor: float = 0.5  # learning rates are multiplied by this at each rollback
+
+
+@dataclass
+class EvalConfig:
+    every_kimg: float = 0.0  # evaluate the EMA generator every this many thousand real images; 0 = never
+    n: int = 2000  # generated images per evaluation (the reference uses as many real ones)
+    reference: str = "test"  # real split the samples are compared with
+    target_fid: float = 0.0  # stop training once FID <= this (needs every_kimg > 0); 0 = no target
+    keep_best: bool = True  # keep checkpoints/best.ckpt, the checkpoint of the lowest FID so far
 
 
 @dataclass
@@ -80,6 +102,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     # ---- conversion -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, dict[str, Any]]:
@@ -132,6 +155,16 @@ class Config:
             (m.g_depth >= 0 and m.d_depth >= 0, "model.g_depth and model.d_depth must be >= 0 (0 = linear)"),
             (m.g_cond in ("input", "all"), f"model.g_cond must be 'input' or 'all', got {m.g_cond!r}"),
             (m.d_cond in ("input", "all"), f"model.d_cond must be 'input' or 'all', got {m.d_cond!r}"),
+            (0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}"),
+            (m.d_head in ("binary", "classes"), f"model.d_head must be 'binary' or 'classes', got {m.d_head!r}"),
+            ((m.d_head == "classes") == (lo.kind == "nplus1"),
+             "model.d_head='classes' and loss.kind='nplus1' go together (the K+1-class discriminator and its loss)"),
+            (m.d_head == "binary" or m.conditional,
+             "model.d_head='classes' needs model.conditional=true (real images are scored as their class)"),
+            (self.data.crop >= 0, f"data.crop must be >= 0 (0 = largest centred square), got {self.data.crop}"),
+            (self.data.channels in (0, 1, 3), f"data.channels must be 0 (from the data), 1 or 3, got {self.data.channels}"),
+            (all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in self.data.classes),
+             f"data.classes must be a list of class numbers >= 0, got {self.data.classes}"),
             (0.0 < lo.real_label <= 1.0, f"loss.real_label must be in (0, 1], got {lo.real_label}"),
             (o.lr_g > 0 and o.lr_d > 0, f"learning rates must be > 0, got lr_g={o.lr_g}, lr_d={o.lr_d}"),
             (0.0 <= o.beta1 < 1.0 and 0.0 <= o.beta2 < 1.0, "optim.beta1 and optim.beta2 must be in [0, 1)"),
@@ -143,6 +176,14 @@ class Config:
             (t.keep_checkpoints >= 2, f"train.keep_checkpoints must be >= 2, got {t.keep_checkpoints}"),
             (0.0 <= t.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {t.ema_decay}"),
             (t.num_threads >= 0, f"train.num_threads must be >= 0, got {t.num_threads}"),
+            (t.max_bad_steps >= 1 and t.max_rollbacks >= 0, "train.max_bad_steps must be >= 1 and train.max_rollbacks >= 0"),
+            (0.0 < t.rollback_lr_factor <= 1.0, f"train.rollback_lr_factor must be in (0, 1], got {t.rollback_lr_factor}"),
+            (self.eval.every_kimg >= 0, f"eval.every_kimg must be >= 0, got {self.eval.every_kimg}"),
+            (self.eval.n >= 10, f"eval.n must be >= 10, got {self.eval.n}"),
+            (self.eval.reference in ("test", "train"), f"eval.reference must be test or train, got {self.eval.reference!r}"),
+            (self.eval.target_fid >= 0, f"eval.target_fid must be >= 0, got {self.eval.target_fid}"),
+            (self.eval.target_fid == 0 or self.eval.every_kimg > 0,
+             "eval.target_fid needs eval.every_kimg > 0 (how often to measure), e.g. --set eval.every_kimg=50"),
             (0 <= t.seed < 2**32, f"train.seed must be in [0, 2**32), got {t.seed}"),
             (re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device) is not None,
              f"train.device must be auto, cpu, cuda or cuda:N, got {t.device!r}"),
@@ -157,6 +198,8 @@ SECTIONS = [f.name for f in dataclasses.fields(Config)]
 
 # Keys that may change when a run is resumed; every other key must match the saved run.
 RESUMABLE_CHANGES = {
+    "eval.every_kimg", "eval.n", "eval.target_fid", "eval.keep_best",
+    "train.max_bad_steps", "train.max_rollbacks", "train.rollback_lr_factor",
     "train.steps", "train.tick_every", "train.checkpoint_every", "train.keep_checkpoints",
     "train.device", "train.num_threads",
 }
@@ -176,12 +219,18 @@ def _coerce(dotted: str, value: Any, typ: Any, where: str) -> Any:
     elif name == "str":
         if isinstance(value, str):
             return value
+    elif name == "list":
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return [value]  # --set data.classes=7 means [7]
     else:  # pragma: no cover - a dataclass field of a type this function does not know
         raise TypeError(f"config field {dotted} has unsupported type {name}")
     raise UserError(f"{where}: {dotted} expects {_ARTICLE[name]}, got {value!r}")
 
 
-_ARTICLE = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string"}
+_ARTICLE = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string",
+            "list": "a list like [1, 2]"}
 
 
 def parse_set(item: str) -> tuple[str, Any]:

@@ -281,3 +281,14 @@ def test_cli_train_classifier(tmp_path, capsys):
     rec = json.loads(capsys.readouterr().out)
     assert out.is_file() and rec["sha256"] and rec["epochs"] == 1 and rec["seed"] == 2
     assert rec["command"].startswith("dcgan eval train-classifier mnist --epochs 1 --seed 2")
+
+
+def test_eval_through_the_main_command(tmp_path, digits, capsys):
+    from dcgan.cli import main
+
+    f = _npz(tmp_path / "s.npz", digits["test_x"][:100], digits["test_y"][:100])
+    assert main(["eval", str(f), "--n", "100", "--metrics", "fid,label_accuracy"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["label_accuracy"]["accuracy"] >= 0.95 and out["protocol"]["n_fake"] == 100
+    assert main(["eval", str(f), "--metrics", "nope"]) == 2
+    assert "unknown metric 'nope'" in capsys.readouterr().err

@@ -34,6 +34,8 @@ from ..errors import UserError
 from ..losses import LOSSES
 from ..models import build_discriminator, build_generator
 from .ema import EMA
+from .evaluation import Evaluator
+from .health import FiniteGuard, Health, TrainingDiverged, all_finite
 from .monitor import make_monitor
 from .run import MetricsLog, check_resume_config, check_run, create_run
 from .steps import train_step
@@ -55,11 +57,16 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# Test-only fault injection: a callable (step, x) -> x applied to each real batch (e.g. to poison
+# one with NaN). None in normal use.
+FAULT_HOOK: Callable[[int, torch.Tensor], torch.Tensor] | None = None
+
+
 def train(cfg: Config, run_dir: Path, *, resume: bool = False, data_dir: str | None = None,
           log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train (or continue) the run in `run_dir` to cfg.train.steps steps. Returns a summary."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    t = cfg.train
+    t, o = cfg.train, cfg.optim
     run_dir = Path(run_dir)
     found = checkpoint.latest(run_dir) if resume else None
     if found:
@@ -84,18 +91,22 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, data_dir: str | N
     G = build_generator(cfg.model, data.shape, num_classes).to(device)
     D = build_discriminator(cfg.model, data.shape, num_classes).to(device)
     ema = EMA(G, t.ema_decay) if t.ema_decay > 0 else None
-    o = cfg.optim
-    opt_g = torch.optim.Adam(G.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2))
-    opt_d = torch.optim.Adam(D.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2))
+    opt_g = FiniteGuard(torch.optim.Adam(G.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2)))
+    opt_d = FiniteGuard(torch.optim.Adam(D.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2)))
     loss = LOSSES.get(cfg.loss.kind)
     gen = torch.Generator(device).manual_seed(t.seed + 1)  # noise and fake labels of the training steps
+    health = Health([opt_g, opt_d], [G, D], t.max_bad_steps, t.max_rollbacks)
+    evaluator = Evaluator(cfg, data.kind, log) if cfg.eval.every_kimg > 0 else None
     create_run(run_dir, cfg)  # only now: a setup that fails above leaves no run folder behind
 
     step, images_seen, elapsed = 0, 0, 0.0
     tick_sums = torch.zeros(4, device=device)  # d_loss, g_loss, D(x), D(G(z)) summed since the last tick
     tick_steps = 0
-    if found:
-        path, state = found
+
+    def restore(state: dict[str, Any], rollback: bool = False) -> None:
+        """Put every piece of training state back as a checkpoint holds it (resume and rollback;
+        a rollback keeps the health counters, which count what happened since)."""
+        nonlocal step, images_seen, elapsed, tick_sums, tick_steps
         G.load_state_dict(state["models"]["G"])
         D.load_state_dict(state["models"]["D"])
         if ema is not None:
@@ -106,11 +117,18 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, data_dir: str | N
         tick_sums = state["tick"]["sums"].to(device)
         tick_steps = state["tick"]["steps"]
         set_rng_state(state["rng"], gen)
-        log(f"resumed {run_dir} from {path.name} (step {step})")
+        if "health" in state and not rollback:
+            health.load(state["health"])
+        if evaluator is not None and "eval" in state and not rollback:
+            evaluator.load(state["eval"])
+
+    if found:
+        restore(found[1])
+        log(f"resumed {run_dir} from {found[0].name} (step {step})")
     metrics = MetricsLog(run_dir / "metrics.jsonl", resume_step=step if resume else None)
 
-    def save_checkpoint() -> None:
-        state = {
+    def training_state() -> dict[str, Any]:
+        return {
             "config": cfg.to_dict(),
             "data": {"dataset": cfg.data.dataset, "shape": list(data.shape), "num_classes": num_classes,
                      "class_names": data.meta["class_names"] if num_classes else [],
@@ -120,9 +138,35 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, data_dir: str | N
             "optim": {"G": opt_g.state_dict(), "D": opt_d.state_dict()},
             "tick": {"sums": tick_sums.cpu(), "steps": tick_steps},
             "rng": get_rng_state(gen),
+            "health": health.state(),
+            "eval": evaluator.state() if evaluator else {},
         }
-        checkpoint.save(state, checkpoint.checkpoint_dir(run_dir) / checkpoint.name_for(step))
+
+    def save_checkpoint() -> None:
+        if not all_finite(G, D, *([ema.model] if ema else [])):
+            raise _NonFinite()  # never write a non-finite model
+        checkpoint.save(training_state(), checkpoint.checkpoint_dir(run_dir) / checkpoint.name_for(step))
         checkpoint.prune(run_dir, t.keep_checkpoints)
+
+    def warn(message: str) -> None:
+        metrics.write({"kind": "warning", "step": step, "message": message, "time": time.time()})
+        log(f"warning: {message}")
+
+    def roll_back() -> None:
+        """Return to the newest good checkpoint with lower learning rates (or stop, past the limit)."""
+        health.rolled_back()
+        good = checkpoint.latest(run_dir)
+        if good is None:
+            raise TrainingDiverged("training produced non-finite values before its first checkpoint; "
+                                   "lower the learning rates (optim.lr_g / optim.lr_d) or check the data")
+        bad_step = step + 1  # the step being taken (steps count from 1, as in metrics.jsonl)
+        restore(good[1], rollback=True)
+        for opt in (opt_g, opt_d):
+            for group in opt.param_groups:
+                group["lr"] *= t.rollback_lr_factor
+        metrics.drop_after(step)
+        warn(f"non-finite values at step {bad_step}: rolled back to step {step} (rollback {health.rollbacks} of "
+             f"{t.max_rollbacks}), learning rates x{t.rollback_lr_factor}")
 
     # the tick hook, from the kind of data: image grids, or the toy monitors for 2-D points
     monitor = make_monitor(cfg, data, num_classes, run_dir, device)
@@ -136,17 +180,25 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, data_dir: str | N
     B, K = t.batch, num_classes
     t_start = time.perf_counter()
     tick_t, tick_images = t_start, 0
+    target_reached = False
     with StopSignals() as stop:
-        while step < t.steps:
+        while step < t.steps and not target_reached:
             x, y = batches.get(step)  # (B, C, H, W) in [-1, 1] or (B, 2) points, (B,)
+            if FAULT_HOOK is not None:
+                x = FAULT_HOOK(step, x)
             # a D step, then g_steps G steps; noise and fake labels drawn from `gen`
+            health.before_step()
             stats = train_step(G, D, opt_g, opt_d, loss, cfg.loss, x, y, gen, cfg.model.z_dim, K, o.g_steps)
+            if health.after_step():  # too many updates skipped for non-finite gradients
+                roll_back()
+                tick_t, tick_images = time.perf_counter(), 0
+                continue
             if ema is not None:
                 ema.update(G, step)
             step += 1
             images_seen += B
             tick_images += B
-            tick_sums += stats  # d_loss, g_loss, D(x), D(G(z))
+            tick_sums += stats.nan_to_num(0.0)  # d_loss, g_loss, D(x), D(G(z)); a skipped step adds nothing
             tick_steps += 1
 
             if step % t.tick_every == 0 or step == t.steps:
@@ -155,23 +207,52 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, data_dir: str | N
                 record = {"kind": "train", "step": step, "images_seen": images_seen,
                           "d_loss": d_l, "g_loss": g_l, "d_real": dx, "d_fake": dgz,
                           "img_per_s": tick_images / max(now - tick_t, 1e-9),
-                          "elapsed_s": elapsed + now - t_start, "time": time.time()}
+                          "elapsed_s": elapsed + now - t_start, "time": time.time(),
+                          "skipped_steps": health.skipped_total, "rollbacks": health.rollbacks}
                 extra = monitor.tick(step, G, ema.model if ema else G, D)  # grid / scatter, extra metrics
                 record.update(extra)
                 metrics.write(record)
                 log(f"step {step}/{t.steps}  d_loss {d_l:.3f}  g_loss {g_l:.3f}  D(x) {dx:.3f}  "
                     f"D(G(z)) {dgz:.3f}  {record['img_per_s']:.0f} img/s" + (f"  {monitor.summary(extra)}" if extra else ""))
+                for message in health.tick_warnings(dx, dgz):
+                    warn(message)
                 tick_sums.zero_()
                 tick_steps, tick_t, tick_images = 0, time.perf_counter(), 0
-            if step % t.checkpoint_every == 0 or step == t.steps or stop.signum:
-                save_checkpoint()
+
+            if evaluator is not None and evaluator.due(images_seen):
+                result = evaluator.run(ema.model if ema else G, step, images_seen, elapsed + time.perf_counter() - t_start)
+                metrics.write(result)
+                for message in evaluator.warnings(result, num_classes):
+                    warn(message)
+                if evaluator.is_best(result) and cfg.eval.keep_best and all_finite(G, D):
+                    checkpoint.save(training_state(), checkpoint.checkpoint_dir(run_dir) / checkpoint.BEST)
+                target_reached = evaluator.reached_target(result)
+                if target_reached:
+                    log(f"target FID {cfg.eval.target_fid} reached at step {step}: FID {result['fid']:.3f}, "
+                        f"{result['elapsed_s']:.1f} s since the run started")
+                tick_t, tick_images = time.perf_counter(), 0  # evaluation time is not training throughput
+
+            if step % t.checkpoint_every == 0 or step == t.steps or stop.signum or target_reached:
+                try:
+                    save_checkpoint()
+                except _NonFinite:
+                    roll_back()
+                    continue
             if stop.signum:
                 log(f"stopped by signal {stop.signum} at step {step}; checkpoint written, continue with --resume")
                 raise Stopped(stop.signum)
     monitor.finish()  # e.g. progress.gif for point data
 
-    return {"run": str(run_dir), "step": step, "images_seen": images_seen,
-            "elapsed_s": elapsed + time.perf_counter() - t_start}
+    summary = {"run": str(run_dir), "step": step, "images_seen": images_seen,
+               "elapsed_s": elapsed + time.perf_counter() - t_start,
+               "skipped_steps": health.skipped_total, "rollbacks": health.rollbacks}
+    if evaluator is not None:
+        summary.update(evaluator.summary())
+    return summary
+
+
+class _NonFinite(Exception):
+    """A model's weights or buffers went non-finite; handled by a rollback in the loop."""
 
 
 class StopSignals:

@@ -60,10 +60,14 @@ class MetricsLog:
 
     def __init__(self, path: Path, resume_step: int | None = None):
         self.path = path
-        if resume_step is not None and path.exists():
-            kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and not _after(line, resume_step)]
-            checkpoint.atomic_write(path, "".join(line + "\n" for line in kept).encode())
+        if resume_step is not None:
+            self.drop_after(resume_step)
+
+    def drop_after(self, step: int) -> None:
+        """Forget training and eval lines after `step` (a rollback returned there)."""
+        if self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines() if line.strip() and not _after(line, step)]
+            checkpoint.atomic_write(self.path, "".join(line + "\n" for line in kept).encode())
 
     def write(self, record: dict[str, Any]) -> None:
         with open(self.path, "a") as f:
@@ -75,7 +79,7 @@ def _after(line: str, step: int) -> bool:
         record = json.loads(line)
     except ValueError:
         return True  # a torn last line from a crash
-    return record.get("kind", "train") == "train" and record.get("step", 0) > step
+    return record.get("kind", "train") in ("train", "eval") and record.get("step", 0) > step
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
