@@ -71,6 +71,10 @@ CASES = [
     ("unknown-split", lambda t, r: [*TRAIN, "mnist-dcgan", "--out", str(t / "o"), "--set", "data.split=val"], ["no split 'val'"]),
     ("unknown-loss", lambda t, r: [*TRAIN, "mnist-dcgan", "--out", str(t / "o"), "--set", "loss.kind=wgan"], ["unknown loss 'wgan'", "hinge"]),
     ("unknown-arch", lambda t, r: [*TRAIN, "mnist-dcgan", "--out", str(t / "o"), "--set", "model.arch=vae"], ["unknown model architecture 'vae'"]),
+    ("model-does-not-fit-data", lambda t, r: [*TRAIN, "toy-gaussian", "--out", str(t / "o"), "--set", "model.arch=dcgan"],
+     ["model.arch='dcgan'", "(2,)", "mlp"]),
+    ("resolution-does-not-fit-model", lambda t, r: [*TRAIN, "mnist-dcgan", "--out", str(t / "o"), "--set", "data.resolution=48"],
+     ["data.resolution=48"]),
     ("batch-larger-than-data", lambda t, r: [*TRAIN, "mnist-dcgan", "--out", str(t / "o"), "--set", "data.split=test",
                                              "--set", "train.batch=20000"], ["fewer than one batch", "train.batch"]),
     ("missing-toml", lambda t, r: [*TRAIN, str(t / "nope.toml")], ["nope.toml", "does not exist"]),
@@ -155,3 +159,32 @@ def test_bad_input_exits_2_with_one_clear_line(case, tmp_path, trained, capsys):
 def test_cuda_requested_without_cuda(tmp_path, capsys):
     assert main([*TRAIN, "mnist-dcgan", "--device", "cuda", "--out", str(tmp_path / "o"), *SETS]) == 2
     assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_a_full_disk_stops_the_run_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch, capsys):
+    """Simulate ENOSPC on the second checkpoint write: exit 2 naming the file, the first one intact."""
+    import errno
+    import os
+
+    from dcgan import checkpoint
+
+    real_replace = os.replace
+    calls = {"n": 0}
+
+    def replace(src, dst):
+        if str(dst).endswith(checkpoint.SUFFIX):
+            calls["n"] += 1
+            if calls["n"] >= 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", replace)
+    run = tmp_path / "run"
+    rc = main([*TRAIN, "mnist-cdcgan", "--steps", "6", "--checkpoint-every", "2", "--out", str(run), *SETS])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "No space left on device" in err and "step-000000004.ckpt" in err and "previous file is intact" in err
+    paths = checkpoint.list_checkpoints(run)
+    assert [p.name for p in paths] == ["step-000000002.ckpt"]
+    assert checkpoint.load(paths[0])["step"] == 2
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]  # no temp file left
