@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import real_data_root
 from dcgan.data.download import (
     DATASETS,
     MIRROR_ENV,
@@ -26,17 +27,6 @@ from dcgan.data.download import (
     verify_files,
 )
 from dcgan.errors import UserError
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def real_data_root() -> Path:
-    """Where the real datasets live: $DCGAN_DATA (relative to the repo root), else ../shared/data."""
-    env = os.environ.get("DCGAN_DATA")
-    if env:
-        return REPO_ROOT / env  # an absolute $DCGAN_DATA replaces REPO_ROOT
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
-
 
 @dataclass
 class ServerState:

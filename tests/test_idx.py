@@ -8,19 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import real_data_root
 from dcgan.data.idx import read_idx, write_idx
 from dcgan.errors import UserError
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def real_data_root() -> Path:
-    """Where the real datasets live: $DCGAN_DATA (relative to the repo root), else ../shared/data."""
-    env = os.environ.get("DCGAN_DATA")
-    if env:
-        return REPO_ROOT / env  # an absolute $DCGAN_DATA replaces REPO_ROOT
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
-
 
 def idx_bytes(code: int, shape: tuple[int, ...], payload: bytes) -> bytes:
     """A hand-built IDX file, independent of write_idx."""
