@@ -2,6 +2,15 @@
 
 Each loss gives D's loss from its logits on real and fake images, and G's loss from D's logits
 on fakes. All are computed in fp32.
+
+    nonsaturating  BCE on one logit per image; loss.real_label < 1 is one-sided label smoothing
+    hinge          the hinge loss of SAGAN / BigGAN
+    nplus1         the "K+1 classes" discriminator of the MNIST cDCGAN write-up (Salimans et al.
+                   2016 for the semi-supervised form): D gives K+1 logits (N, K+1); softmax
+                   cross-entropy with real → its class y, fake → class K; G wants D(G(z, y)) = y.
+                   Needs model.d_head = "classes" (and labels: `labels=True` below).
+
+Losses with `labels=True` also take the labels: d(real, fake, cfg, y_real, y_fake), g(fake, cfg, y_fake).
 """
 
 from __future__ import annotations
@@ -20,6 +29,16 @@ from .registry import Registry
 class GanLoss:
     d: Callable[[torch.Tensor, torch.Tensor, LossConfig], torch.Tensor]  # (real (N,), fake (N,), cfg) -> scalar
     g: Callable[[torch.Tensor, LossConfig], torch.Tensor]  # (fake (N,), cfg) -> scalar
+    labels: bool = False  # True: d and g also take the labels (y_real, y_fake) / (y_fake)
+
+
+def real_probability(logits: torch.Tensor) -> torch.Tensor:
+    """D's probability that an image is real: sigmoid of one logit (N,), or 1 - p(fake) for
+    K+1-class logits (N, K+1) whose last class is "fake". Returns (N,) fp32."""
+    logits = logits.float()
+    if logits.dim() == 2:
+        return 1.0 - torch.softmax(logits, 1)[:, -1]
+    return torch.sigmoid(logits)
 
 
 LOSSES: Registry[GanLoss] = Registry("loss")
@@ -47,5 +66,17 @@ def _hinge_g(fake: torch.Tensor, cfg: LossConfig) -> torch.Tensor:
     return -fake.float().mean()
 
 
+def _nplus1_d(real: torch.Tensor, fake: torch.Tensor, cfg: LossConfig, y_real: torch.Tensor,
+              y_fake: torch.Tensor) -> torch.Tensor:
+    real, fake = real.float(), fake.float()  # (N, K+1) logits each
+    fake_class = torch.full((fake.shape[0],), fake.shape[1] - 1, dtype=torch.long, device=fake.device)
+    return F.cross_entropy(real, y_real) + F.cross_entropy(fake, fake_class)
+
+
+def _nplus1_g(fake: torch.Tensor, cfg: LossConfig, y_fake: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(fake.float(), y_fake)  # G wants D to read its image as the label it was asked for
+
+
 LOSSES.register("nonsaturating")(GanLoss(d=_ns_d, g=_ns_g))
 LOSSES.register("hinge")(GanLoss(d=_hinge_d, g=_hinge_g))
+LOSSES.register("nplus1")(GanLoss(d=_nplus1_d, g=_nplus1_g, labels=True))

@@ -58,3 +58,55 @@ def generate(G: torch.nn.Module, n: int, labels: torch.Tensor | None = None, see
     finally:
         G.train(was_training)
     return torch.cat(out) if out else torch.empty(0, *G.out_shape, dtype=torch.uint8 if images else torch.float32)
+
+
+def load_discriminator(run_or_file, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The discriminator a checkpoint holds (a run folder's newest), in eval mode on `device`."""
+    from .checkpoint import resolve
+    from .config import Config
+    from .models import build_discriminator
+
+    path, state = resolve(run_or_file)
+    cfg = Config.from_dict(state["config"], where=str(path))
+    data = state["data"]
+    D = build_discriminator(cfg.model, tuple(data["shape"]), data["num_classes"])
+    try:
+        D.load_state_dict(state["models"]["D"])
+    except (RuntimeError, KeyError) as e:
+        raise UserError(f"{path}: no discriminator weights that fit model {cfg.model.arch!r} ({e})") from None
+    return D.to(device).eval()
+
+
+@torch.no_grad()
+def d_scores(D: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor | None = None,
+             batch_size: int = 500) -> torch.Tensor:
+    """D's probability of "real" for uint8 images (N, C, H, W): sigmoid(logit), or 1 - p(fake) for a
+    K+1-class D. Returns (N,) float32 on the CPU."""
+    from .losses import real_probability
+
+    device = next(D.parameters()).device
+    was_training = D.training
+    D.eval()
+    out = []
+    try:
+        for i in range(0, len(images), batch_size):
+            x = images[i : i + batch_size].to(device).float().div(127.5).sub(1.0)  # (B, C, H, W) in [-1, 1]
+            y = labels[i : i + batch_size].to(device) if labels is not None else None
+            out.append(real_probability(D(x, y)).cpu())
+    finally:
+        D.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def top_k_by_d(G: torch.nn.Module, D: torch.nn.Module, k: int, m: int, labels: torch.Tensor | None = None,
+               seed: int = 0, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Generate m samples (labels: (m,) or None) and keep the k that D scores most real, best first.
+    Returns (images uint8 (k, C, H, W), their labels (k,) or None, their scores (k,))."""
+    if not 1 <= k <= m:
+        raise UserError(f"--top-k-by-d {k} --from {m}: need 1 <= K <= M")
+    if kind_of(G.out_shape) != "images":
+        raise UserError("--top-k-by-d works on image generators only")
+    images = generate(G, m, labels, seed=seed, batch_size=batch_size)  # (m, C, H, W) uint8
+    scores = d_scores(D, images, labels, batch_size)  # (m,)
+    order = torch.argsort(scores, descending=True, stable=True)[:k]
+    return images[order], (labels[order] if labels is not None else None), scores[order]

@@ -31,3 +31,15 @@ def test_a_saved_config_with_an_unknown_key_is_a_clear_error():
     saved["model"]["from_the_future"] = 1
     with pytest.raises(UserError, match="from_the_future"):
         check_resume_config(Path("run"), saved, Config())
+
+
+def test_training_restores_the_callers_thread_count(tmp_path):
+    import torch
+
+    from dcgan.cli import main
+
+    before = torch.get_num_threads()
+    wanted = 1 if before != 1 else 2
+    assert main(["train", "toy-gaussian", "--steps", "2", "--out", str(tmp_path / "t"), "--quiet",
+                 "--set", f"train.num_threads={wanted}"]) == 0
+    assert torch.get_num_threads() == before

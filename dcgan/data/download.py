@@ -125,6 +125,14 @@ DATASETS: dict[str, DatasetSpec] = {
     ),
 }
 
+# CIFAR-10, python version: one tarball, the MD5 published on the CIFAR page. Kept out of DATASETS
+# (the IDX datasets, four files each); pass it as `spec=CIFAR10` to ensure_files / verify_files.
+CIFAR10 = DatasetSpec(
+    title="CIFAR-10",
+    files=(RemoteFile("cifar-10-python.tar.gz", ("https://www.cs.toronto.edu/~kriz/",),
+                      Checksum("md5", "c58f30108f718f92721af3b95e74349a", over="file")),),
+)
+
 
 def ensure_files(
     root: str | os.PathLike,

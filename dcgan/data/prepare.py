@@ -80,14 +80,42 @@ def resize(images: np.ndarray, size: int, chunk: int = 4096) -> np.ndarray:
     return out
 
 
-def _key(cfg: DataConfig, files: list[Path], version: str = "") -> str:
+# DataConfig keys that change the content besides dataset/split/resolution; hashed only when they
+# differ from their defaults, so the keys of entries made before they existed stay the same.
+_CONTENT_KEYS = ("path", "crop", "channels", "classes", "labels_from_subfolders")
+
+
+def _key(cfg: DataConfig, files: list[Path], version: str = "", full_paths: bool = False) -> str:
     h = hashlib.sha256(f"v{CACHE_VERSION}|{cfg.dataset}|{cfg.split}|{cfg.resolution}".encode())
     if version:  # synthetic sources: the generator's parameters (image sources have none)
         h.update(f"|{version}".encode())
-    for f in files:
+    default = DataConfig()
+    for k in _CONTENT_KEYS:
+        if getattr(cfg, k) != getattr(default, k):
+            h.update(f"|{k}={getattr(cfg, k)!r}".encode())
+    for f in files:  # image folders: every file's path (relative names repeat across class folders)
         st = f.stat()
-        h.update(f"|{f.name}|{st.st_size}|{st.st_mtime_ns}".encode())
+        h.update(f"|{f if full_paths else f.name}|{st.st_size}|{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
+
+
+def filter_classes(images: np.ndarray, labels: np.ndarray, class_names: list[str], keep: list[int],
+                   dataset: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Keep the examples of the classes `keep` (data.classes), relabelled 0..len(keep)-1 in that order."""
+    if not class_names:
+        raise UserError(f"data.classes={keep}: {dataset} has no labels to filter by; drop data.classes "
+                        f"(image folders: set data.labels_from_subfolders=true)")
+    bad = [c for c in keep if not 0 <= c < len(class_names)]
+    if bad or len(set(keep)) != len(keep):
+        raise UserError(f"data.classes={keep}: {dataset} has classes 0..{len(class_names) - 1} "
+                        f"({', '.join(f'{i}={n}' for i, n in enumerate(class_names))}); list each once")
+    remap = np.full(len(class_names), -1, dtype=np.int64)
+    remap[keep] = np.arange(len(keep))
+    new = remap[labels]
+    mask = new >= 0
+    if not mask.any():
+        raise UserError(f"data.classes={keep}: {dataset} has no examples of these classes")
+    return images[mask], new[mask], [class_names[c] for c in keep]
 
 
 def content_hash(images: np.ndarray, labels: np.ndarray) -> str:
@@ -105,15 +133,20 @@ def prepare(cfg: DataConfig, root: str | os.PathLike | None = None, log=None) ->
     if cfg.split not in source.splits:
         raise UserError(f"dataset {cfg.dataset} has no split {cfg.split!r}; choose from [{', '.join(source.splits)}]")
     root = data_root(root)
-    wanted = source.files(root, cfg.split)
+    full = source.configured  # folder-like sources: files named by their full paths in the key
+    wanted = source.files(root, cfg.split, cfg) if source.configured else source.files(root, cfg.split)
     files = [f for f in wanted if f.exists()]
     entry = None
-    if len(files) == len(wanted):  # every source file is present (synthetic data wants none)
-        entry = cache_root() / f"{cfg.dataset}-{cfg.split}-{cfg.resolution or 'native'}-{_key(cfg, files, source.version)}"
+    if len(files) == len(wanted) and (files or not source.configured):  # every source file is present (synthetic data wants none)
+        entry = cache_root() / f"{cfg.dataset}-{cfg.split}-{cfg.resolution or 'native'}-{_key(cfg, files, source.version, full)}"
         if (entry / "meta.json").is_file():
             return _read_entry(entry)
 
-    raw = source.load(root, cfg.split)  # downloads what is missing, verifies checksums; synthetic: draws
+    # downloads what is missing, verifies checksums; synthetic: draws; folders: decode, crop, resize
+    raw = source.load(root, cfg.split, cfg, log) if source.configured else source.load(root, cfg.split)
+    if cfg.classes:
+        raw.images, raw.labels, raw.class_names = filter_classes(raw.images, raw.labels, raw.class_names,
+                                                                 list(cfg.classes), cfg.dataset)
     if cfg.resolution and kind_of(raw.images.shape[1:]) != "images":
         raise UserError(f"data.resolution={cfg.resolution}: {cfg.dataset} holds points, not images; leave data.resolution at 0")
     images = resize(raw.images, cfg.resolution) if cfg.resolution else raw.images
@@ -121,12 +154,13 @@ def prepare(cfg: DataConfig, root: str | os.PathLike | None = None, log=None) ->
         "dataset": cfg.dataset,
         "split": cfg.split,
         "resolution": cfg.resolution,
+        **({"classes": list(cfg.classes)} if cfg.classes else {}),
         "shape": list(images.shape),
         "class_names": raw.class_names,
         "content_hash": content_hash(images, raw.labels),
         "cache_version": CACHE_VERSION,
     }
-    entry = cache_root() / f"{cfg.dataset}-{cfg.split}-{cfg.resolution or 'native'}-{_key(cfg, raw.files, source.version)}"
+    entry = cache_root() / f"{cfg.dataset}-{cfg.split}-{cfg.resolution or 'native'}-{_key(cfg, raw.files, source.version, full)}"
     _write_entry(entry, images, raw.labels, meta)
     if log:
         log(f"prepared {cfg.dataset}/{cfg.split}: {images.shape[0]} {kind_of(images.shape[1:])} {tuple(images.shape[1:])} → {entry}")

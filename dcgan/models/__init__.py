@@ -8,6 +8,11 @@ Both carry z_dim (G), num_classes and out_shape (G) / in_shape (D).
 
     dcgan  convolutional, images only (dcgan.py)
     mlp    fully connected, any shape: 2-D points (toy GANs) or flattened images (mlp.py)
+    simple tanh + dropout G, max-pooling D, optional K+1-class D head (simple.py)
+    nelson 4x4x512 start, valid 4→7 ConvT, LeakyReLU + dropout (nelson.py)
+    anime  the 96x96 anime-faces DCGAN, last ConvT k5 s3 (anime.py)
+
+A D with model.d_head = "classes" returns (N, K+1) logits instead (K classes + "fake").
 """
 
 from __future__ import annotations
@@ -51,3 +56,6 @@ def build_discriminator(cfg: ModelConfig, shape: tuple[int, ...], num_classes: i
 
 from . import dcgan as _dcgan  # noqa: E402,F401  (registers "dcgan")
 from . import mlp as _mlp  # noqa: E402,F401  (registers "mlp")
+from . import simple as _simple  # noqa: E402,F401  (registers "simple")
+from . import nelson as _nelson  # noqa: E402,F401  (registers "nelson")
+from . import anime as _anime  # noqa: E402,F401  (registers "anime")

@@ -64,7 +64,19 @@ FAULT_HOOK: Callable[[int, torch.Tensor], torch.Tensor] | None = None
 
 def train(cfg: Config, run_dir: Path, *, resume: bool = False, data_dir: str | None = None,
           log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Train (or continue) the run in `run_dir` to cfg.train.steps steps. Returns a summary."""
+    """Train (or continue) the run in `run_dir` to cfg.train.steps steps. Returns a summary.
+
+    Results are bitwise reproducible for the same seed, device and number of CPU threads
+    (train.num_threads; the caller's thread setting is restored afterwards)."""
+    threads = torch.get_num_threads()
+    try:
+        return _train(cfg, run_dir, resume=resume, data_dir=data_dir, log=log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: Config, run_dir: Path, *, resume: bool, data_dir: str | None,
+           log: Callable[[str], None] | None) -> dict[str, Any]:
     log = log or (lambda msg: print(msg, file=sys.stderr))
     t, o = cfg.train, cfg.optim
     run_dir = Path(run_dir)

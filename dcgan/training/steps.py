@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from ..config import LossConfig
-from ..losses import GanLoss
+from ..losses import GanLoss, real_probability
 
 
 def d_step(G: nn.Module, D: nn.Module, opt_d: torch.optim.Optimizer, loss: GanLoss, cfg: LossConfig,
@@ -19,12 +19,15 @@ def d_step(G: nn.Module, D: nn.Module, opt_d: torch.optim.Optimizer, loss: GanLo
     fake = G(z, y_fake)  # (B, C, H, W)
     real_logits = D(x, y)  # (B,)
     fake_logits = D(fake.detach(), y_fake)  # (B,)
-    d_loss = loss.d(real_logits, fake_logits, cfg)
+    if loss.labels:  # e.g. the K+1-class loss: real → its class, fake → class K
+        d_loss = loss.d(real_logits, fake_logits, cfg, y, y_fake)
+    else:
+        d_loss = loss.d(real_logits, fake_logits, cfg)
     opt_d.zero_grad(set_to_none=True)
     d_loss.backward()
     opt_d.step()
     with torch.no_grad():
-        d_real, d_fake = torch.sigmoid(real_logits.float()).mean(), torch.sigmoid(fake_logits.float()).mean()
+        d_real, d_fake = real_probability(real_logits).mean(), real_probability(fake_logits).mean()
     return fake, d_loss.detach(), d_real, d_fake
 
 
@@ -33,7 +36,8 @@ def g_step(D: nn.Module, opt_g: torch.optim.Optimizer, loss: GanLoss, cfg: LossC
     """Update G so that D scores `fake` (B, C, H, W), still attached to G's graph, as real."""
     D.requires_grad_(False)  # no gradients for D's weights in G's step
     try:
-        g_loss = loss.g(D(fake, y_fake), cfg)
+        logits = D(fake, y_fake)
+        g_loss = loss.g(logits, cfg, y_fake) if loss.labels else loss.g(logits, cfg)
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
