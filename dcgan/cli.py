@@ -46,8 +46,11 @@ def cmd_train(args) -> int:
         raise UserError("--resume needs the run: pass --out RUN, or give the run folder instead of the preset")
     else:
         out = default_run_dir(name)
-    summary = train(cfg, out, resume=args.resume, data_dir=args.data_dir,
-                    log=(lambda msg: None) if args.quiet else None)
+    from .progress import TrainProgress
+
+    # a bar on a terminal, else one line per tick (CI logs); --quiet: only the summary below
+    progress = TrainProgress(quiet=args.quiet)
+    summary = train(cfg, out, resume=args.resume, data_dir=args.data_dir, log=progress.log, progress=progress)
     print(json.dumps(summary))
     return 0
 
@@ -55,7 +58,7 @@ def cmd_train(args) -> int:
 def cmd_sample(args) -> int:
     import numpy as np
 
-    from .checkpoint import load_generator
+    from . import load_generator  # a run, a checkpoint or an hf export
     from .data.sources import kind_of
     from .images import save_grid
     from .sampling import generate, parse_labels
@@ -112,16 +115,23 @@ def cmd_experiment(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from .config import DataConfig
+    from .config import SUPPORTED_RESOLUTIONS, Config, parse_set
     from .data.prepare import prepare
-
-    from .config import SUPPORTED_RESOLUTIONS
 
     if args.resolution != 0 and args.resolution not in SUPPORTED_RESOLUTIONS:
         raise UserError(f"--resolution {args.resolution} is not supported; use 0 (native) or one of "
                         f"{list(SUPPORTED_RESOLUTIONS)}")
-    cfg = DataConfig(dataset=args.dataset, split=args.split, resolution=args.resolution)
-    ds = prepare(cfg, args.data_dir, log=lambda m: print(m, file=sys.stderr))
+    cfg = Config()
+    cfg.set("data.dataset", args.dataset, "prepare")
+    cfg.set("data.split", args.split, "--split")
+    cfg.set("data.resolution", args.resolution, "--resolution")
+    for item in args.set or []:
+        key, value = parse_set(item)
+        if not key.startswith("data."):
+            raise UserError(f"--set {item!r}: prepare takes only data.* keys (e.g. data.path=..., data.crop=108)")
+        cfg.set(key, value)
+    cfg.validate()
+    ds = prepare(cfg.data, args.data_dir, log=lambda m: print(m, file=sys.stderr))
     print(json.dumps({"dataset": args.dataset, "split": args.split, "n": len(ds), "shape": list(ds.shape),
                       "classes": ds.num_classes, "content_hash": ds.meta["content_hash"]}))
     return 0
@@ -203,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"stop once the EMA generator's FID <= this (eval.target_fid; measures every "
                         f"{DEFAULT_EVAL_KIMG} kimg unless eval.every_kimg is set)")
     s.add_argument("--data-dir", help="data root (default $DCGAN_DATA, else ~/.cache/dcgan)")
-    s.add_argument("--quiet", action="store_true", help="print only the final summary")
+    s.add_argument("--quiet", action="store_true",
+                   help="print only the final summary (otherwise a progress bar on a terminal, one line per tick elsewhere)")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sample", help="generate images (or 2-D points of a toy run) from a run or checkpoint")
@@ -255,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dataset")
     s.add_argument("--split", default="train")
     s.add_argument("--resolution", type=int, default=0)
+    s.add_argument("--set", action="append", metavar="data.KEY=VALUE",
+                   help="other data settings, e.g. data.path=DIR, data.crop=108, data.classes=[7]")
     s.add_argument("--data-dir")
     s.set_defaults(func=cmd_prepare)
 

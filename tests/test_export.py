@@ -139,3 +139,11 @@ def test_bad_input_exits_2(run, hf, tmp_path, capsys):
     assert main(["export", str(run), "--format", "hf", "--out", str(tmp_path / "file")]) == 2
     assert main(["export", str(hf), "--format", "hf", "--out", str(tmp_path / "y")]) == 2
     assert "already an export" in capsys.readouterr().err
+
+
+def test_sample_from_the_export_equals_sample_from_the_run(run, hf, tmp_path):
+    a, b = tmp_path / "run.npz", tmp_path / "export.npz"
+    assert main(["sample", str(run), "--n", "12", "--seed", "4", "--out", str(a)]) == 0
+    assert main(["sample", str(hf), "--n", "12", "--seed", "4", "--out", str(b)]) == 0
+    ra, rb = np.load(a), np.load(b)
+    assert np.array_equal(ra["images"], rb["images"]) and np.array_equal(ra["labels"], rb["labels"])
