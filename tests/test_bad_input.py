@@ -188,3 +188,37 @@ def test_a_full_disk_stops_the_run_and_keeps_the_previous_checkpoint(tmp_path, m
     assert [p.name for p in paths] == ["step-000000002.ckpt"]
     assert checkpoint.load(paths[0])["step"] == 2
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]  # no temp file left
+
+
+def test_image_folder_with_corrupt_truncated_and_non_image_files(tmp_path, capsys):
+    """Through the CLI: unreadable files are skipped with a count and their names; --set data.strict=true
+    makes them an error (exit 2, one line naming a file); an empty folder is exit 2 too."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(folder / f"ok{i}.png")
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(buf, format="JPEG")
+    (folder / "truncated.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 3])
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "fake.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+
+    assert main(["prepare", "folder", "--set", f"data.path={folder}", "--resolution", "32"]) == 0
+    captured = capsys.readouterr()
+    import json
+    assert json.loads(captured.out)["n"] == 6
+    assert "skipped" in captured.err and "truncated.jpg" in captured.err
+
+    assert main(["prepare", "folder", "--set", f"data.path={folder}", "--set", "data.strict=true"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("dcgan: error: ") and any(n in lines[-1] for n in ("truncated.jpg", "notes.txt", "fake.png"))
+
+    (tmp_path / "empty").mkdir()
+    assert main(["prepare", "folder", "--set", f"data.path={tmp_path / 'empty'}"]) == 2
+    assert "empty" in capsys.readouterr().err

@@ -140,11 +140,13 @@ def test_crafted_pickles_are_refused_by_sample_eval_and_resume(tmp_path, kind, c
         bad.write_bytes(checkpoint.MAGIC + json.dumps(header).encode() + b"\n" + body)
 
     assert main(["sample", str(bad), "--n", "4", "--out", str(tmp_path / "x.png")]) == 2
+    assert main(["eval", str(bad), "--n", "20"]) == 2
     # a run folder whose newest checkpoint is the crafted file
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "step-000000100.ckpt").write_bytes(bad.read_bytes())
     assert main(["sample", str(run), "--n", "4", "--out", str(tmp_path / "y.png")]) == 2
+    assert main(["eval", str(run), "--n", "20"]) == 2
     rc = main(["train", "mnist-cdcgan", "--steps", "2", "--device", "cpu", "--out", str(run), "--resume", "--quiet", *SETS])
     # resume skips the unreadable file (reported) and starts afresh; it never unpickles it
     assert rc == 0
