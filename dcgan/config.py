@@ -84,6 +84,7 @@ class TrainConfig:
     max_bad_steps: int = 10  # consecutive steps with non-finite gradients (skipped) before a rollback
     max_rollbacks: int = 3  # rollbacks to the last good checkpoint before the run stops with an error
     rollback_lr_factor: float = 0.5  # learning rates are multiplied by this at each rollback
+    tensorboard: bool = False  # also log scalars and grids to RUN/tensorboard/ (pip install dcgan[tensorboard])
 
 
 @dataclass
@@ -201,7 +202,7 @@ RESUMABLE_CHANGES = {
     "eval.every_kimg", "eval.n", "eval.target_fid", "eval.keep_best",
     "train.max_bad_steps", "train.max_rollbacks", "train.rollback_lr_factor",
     "train.steps", "train.tick_every", "train.checkpoint_every", "train.keep_checkpoints",
-    "train.device", "train.num_threads",
+    "train.device", "train.num_threads", "train.tensorboard",
 }
 
 

@@ -39,6 +39,7 @@ from .health import FiniteGuard, Health, TrainingDiverged, all_finite
 from .monitor import make_monitor
 from .run import MetricsLog, check_resume_config, check_run, create_run
 from .steps import train_step
+from .tensorboard import TensorBoardLog, summary_writer_class
 
 
 class Stopped(Exception):
@@ -63,20 +64,25 @@ FAULT_HOOK: Callable[[int, torch.Tensor], torch.Tensor] | None = None
 
 
 def train(cfg: Config, run_dir: Path, *, resume: bool = False, data_dir: str | None = None,
-          log: Callable[[str], None] | None = None) -> dict[str, Any]:
+          log: Callable[[str], None] | None = None, progress: Any = None) -> dict[str, Any]:
     """Train (or continue) the run in `run_dir` to cfg.train.steps steps. Returns a summary.
+
+    `log` takes the messages (default: stderr); `progress` (dcgan.progress.TrainProgress, optional)
+    gets start(step, total), tick(record, line) at every tick instead of log(line), and close().
 
     Results are bitwise reproducible for the same seed, device and number of CPU threads
     (train.num_threads; the caller's thread setting is restored afterwards)."""
     threads = torch.get_num_threads()
     try:
-        return _train(cfg, run_dir, resume=resume, data_dir=data_dir, log=log)
+        return _train(cfg, run_dir, resume=resume, data_dir=data_dir, log=log, progress=progress)
     finally:
         torch.set_num_threads(threads)
+        if progress is not None:
+            progress.close()
 
 
 def _train(cfg: Config, run_dir: Path, *, resume: bool, data_dir: str | None,
-           log: Callable[[str], None] | None) -> dict[str, Any]:
+           log: Callable[[str], None] | None, progress: Any = None) -> dict[str, Any]:
     log = log or (lambda msg: print(msg, file=sys.stderr))
     t, o = cfg.train, cfg.optim
     run_dir = Path(run_dir)
@@ -86,6 +92,7 @@ def _train(cfg: Config, run_dir: Path, *, resume: bool, data_dir: str | None,
     check_run(run_dir, cfg, resume)
 
     device = pick_device(t.device)
+    tb_writer = summary_writer_class() if t.tensorboard else None  # missing extra: exit 2 before any file is written
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
     torch.backends.cudnn.deterministic = t.deterministic
@@ -138,6 +145,7 @@ def _train(cfg: Config, run_dir: Path, *, resume: bool, data_dir: str | None,
         restore(found[1])
         log(f"resumed {run_dir} from {found[0].name} (step {step})")
     metrics = MetricsLog(run_dir / "metrics.jsonl", resume_step=step if resume else None)
+    tb = TensorBoardLog(run_dir, step if resume else None, tb_writer) if tb_writer is not None else None
 
     def training_state() -> dict[str, Any]:
         return {
@@ -177,6 +185,8 @@ def _train(cfg: Config, run_dir: Path, *, resume: bool, data_dir: str | None,
             for group in opt.param_groups:
                 group["lr"] *= t.rollback_lr_factor
         metrics.drop_after(step)
+        if tb is not None:  # continue the curves from the checkpoint's step (TensorBoard drops the rest)
+            tb.reopen(step)
         warn(f"non-finite values at step {bad_step}: rolled back to step {step} (rollback {health.rollbacks} of "
              f"{t.max_rollbacks}), learning rates x{t.rollback_lr_factor}")
 
@@ -189,6 +199,8 @@ def _train(cfg: Config, run_dir: Path, *, resume: bool, data_dir: str | None,
         log(f"training {cfg.data.dataset} {data.shape} ({len(data)} {data.kind}, {num_classes or 'no'} classes) on {device}, "
             f"steps {step} → {t.steps}, batch {t.batch}, run {run_dir}")
 
+    if progress is not None:
+        progress.start(step, t.steps)
     B, K = t.batch, num_classes
     t_start = time.perf_counter()
     tick_t, tick_images = t_start, 0
@@ -224,8 +236,14 @@ def _train(cfg: Config, run_dir: Path, *, resume: bool, data_dir: str | None,
                 extra = monitor.tick(step, G, ema.model if ema else G, D)  # grid / scatter, extra metrics
                 record.update(extra)
                 metrics.write(record)
-                log(f"step {step}/{t.steps}  d_loss {d_l:.3f}  g_loss {g_l:.3f}  D(x) {dx:.3f}  "
-                    f"D(G(z)) {dgz:.3f}  {record['img_per_s']:.0f} img/s" + (f"  {monitor.summary(extra)}" if extra else ""))
+                line = (f"step {step}/{t.steps}  d_loss {d_l:.3f}  g_loss {g_l:.3f}  D(x) {dx:.3f}  "
+                        f"D(G(z)) {dgz:.3f}  {record['img_per_s']:.0f} img/s" + (f"  {monitor.summary(extra)}" if extra else ""))
+                if progress is not None:
+                    progress.tick(record, line)  # a bar on a terminal, else this line
+                else:
+                    log(line)
+                if tb is not None:
+                    tb.tick(record)
                 for message in health.tick_warnings(dx, dgz):
                     warn(message)
                 tick_sums.zero_()
@@ -234,6 +252,8 @@ def _train(cfg: Config, run_dir: Path, *, resume: bool, data_dir: str | None,
             if evaluator is not None and evaluator.due(images_seen):
                 result = evaluator.run(ema.model if ema else G, step, images_seen, elapsed + time.perf_counter() - t_start)
                 metrics.write(result)
+                if tb is not None:
+                    tb.eval(result)
                 for message in evaluator.warnings(result, num_classes):
                     warn(message)
                 if evaluator.is_best(result) and cfg.eval.keep_best and all_finite(G, D):
@@ -254,6 +274,10 @@ def _train(cfg: Config, run_dir: Path, *, resume: bool, data_dir: str | None,
                 log(f"stopped by signal {stop.signum} at step {step}; checkpoint written, continue with --resume")
                 raise Stopped(stop.signum)
     monitor.finish()  # e.g. progress.gif for point data
+    if tb is not None:
+        tb.close()
+    if progress is not None:
+        progress.close()
 
     summary = {"run": str(run_dir), "step": step, "images_seen": images_seen,
                "elapsed_s": elapsed + time.perf_counter() - t_start,
