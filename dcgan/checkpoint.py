@@ -143,6 +143,16 @@ def latest(run: Path) -> tuple[Path, dict[str, Any]] | None:
     return None
 
 
+def remove_stale_temporaries(run: Path) -> int:
+    """Delete temporary files a killed writer left in the run's checkpoint folder (a run folder has
+    one trainer, so at the start of a run no write is in flight). Returns how many were removed."""
+    folder = checkpoint_dir(run)
+    stale = list(folder.glob(f".*{SUFFIX}.tmp-*")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 def prune(run: Path, keep: int) -> None:
     """Delete all but the newest `keep` checkpoints (call only after a new one is in place)."""
     for path in list_checkpoints(run)[:-keep]:

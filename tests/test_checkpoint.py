@@ -242,3 +242,12 @@ def test_list_ignores_other_files(tmp_path):
     (folder / ".step-000000006.ckpt.tmp-123").write_bytes(b"x")
     (folder / "notes.txt").write_text("x")
     assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == [checkpoint.name_for(5)]
+
+
+def test_stale_temporaries_of_a_killed_writer_are_removed(tmp_path):
+    write(tmp_path, 2)
+    folder = checkpoint.checkpoint_dir(tmp_path)
+    (folder / ".step-000000004.ckpt.tmp-99999").write_bytes(b"half a checkpoint")
+    (folder / "notes.txt").write_text("keep me")
+    assert checkpoint.remove_stale_temporaries(tmp_path) == 1
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt", "step-000000002.ckpt"]

@@ -51,6 +51,7 @@ def create_run(path: Path, cfg: Config) -> None:
     other check of the setup, so that a failed start leaves nothing behind)."""
     (path / "grids").mkdir(parents=True, exist_ok=True)
     checkpoint.checkpoint_dir(path).mkdir(exist_ok=True)
+    checkpoint.remove_stale_temporaries(path)  # left by a writer killed mid-checkpoint
     checkpoint.atomic_write(path / "config.toml", to_toml(cfg.to_dict()).encode())
 
 
