@@ -2,6 +2,7 @@
 
     dcgan eval RUN_OR_CHECKPOINT_OR_SAMPLES.npz [--n 10000] [--metrics fid,kid,...] [--reference test|train]
                [--seed S] [--dataset mnist] [--device auto|cpu|cuda] [--raw] [--batch-size B] [--data-dir D]
+               [--extractor auto|classifier|inception] [--inception-weights PATH]
     dcgan eval train-classifier DATASET [--epochs E] [--seed S] [--out PATH] [--device cpu] [--data-dir D]
                                      [--train-images N] [--test-images N]
 
@@ -26,7 +27,8 @@ TRAIN_CLASSIFIER = "train-classifier"
 
 # options of each form, as (attribute, flag): refused in the other form when given
 _EVAL_ONLY = (("n", "--n"), ("metrics", "--metrics"), ("reference", "--reference"), ("raw", "--raw"),
-              ("batch_size", "--batch-size"))
+              ("batch_size", "--batch-size"), ("extractor", "--extractor"),
+              ("inception_weights", "--inception-weights"))
 _TRAIN_ONLY = (("epochs", "--epochs"), ("out", "--out"), ("train_images", "--train-images"),
                ("test_images", "--test-images"))
 
@@ -60,10 +62,16 @@ def add_parsers(sub) -> None:
     e.add_argument("--metrics", default=None,
                    help=f"comma-separated subset of [{','.join(METRICS)}] or all (default: all that apply)")
     e.add_argument("--reference", choices=["test", "train"], default=None,
-                   help="real split to compare with (default test): all of it, or a fixed random "
+                   help="real split to compare with (default test; Inception on a dataset without one: train): all of it, or a fixed random "
                         "subset of n images when n is smaller")
     e.add_argument("--raw", action="store_true", default=None, help="use the raw generator instead of its EMA")
     e.add_argument("--batch-size", type=int, default=None, help="images per generator/extractor batch (default 500)")
+    e.add_argument("--extractor", choices=["auto", "classifier", "inception"], default=None,
+                   help="feature extractor (default auto: Inception-v3 for RGB images, the MNIST classifier for grey); "
+                        "Inception metrics: fid, kid, inception_score")
+    e.add_argument("--inception-weights", default=None, metavar="PATH",
+                   help="local FID Inception weights pt_inception-2015-12-05-6726825d.pth (default "
+                        "$DCGAN_INCEPTION_WEIGHTS); needs pip install dcgan[inception]")
     t = s.add_argument_group(TRAIN_CLASSIFIER)
     t.add_argument("--epochs", type=int, default=None, help="training epochs (default 3)")
     t.add_argument("--out", default=None, help="weights file .safetensors (default: the package's "
@@ -91,9 +99,9 @@ def cmd_eval(args) -> int:
         raise UserError(f"unexpected argument {args.dataset_arg!r}: 'dcgan eval' takes one run folder, checkpoint or "
                         f".npz (to train the feature extractor: 'dcgan eval {TRAIN_CLASSIFIER} DATASET')")
     result = evaluate(args.target, n=10000 if args.n is None else args.n, metrics=args.metrics,
-                      reference=args.reference or "test", seed=args.seed or 0, dataset=args.dataset,
+                      reference=args.reference, seed=args.seed or 0, dataset=args.dataset,
                       device=args.device or "auto", ema=not args.raw, batch_size=args.batch_size or 500,
-                      data_dir=args.data_dir)
+                      data_dir=args.data_dir, extractor=args.extractor, inception_weights=args.inception_weights)
     print(json.dumps(result))
     return 0
 

@@ -271,13 +271,20 @@ def evaluate_images(images, labels: np.ndarray | None, *, extractor: Extractor, 
 
 
 def evaluate(source: str | Path, n: int = 10000, metrics: str | Sequence[str] | None = None,
-             reference: str = "test", seed: int = 0, *, dataset: str | None = None, device: str = "auto",
+             reference: str | None = None, seed: int = 0, *, dataset: str | None = None, device: str = "auto",
              ema: bool = True, batch_size: int = 500, data_dir: str | None = None, record: bool = True,
-             log: Log | None = None) -> dict[str, Any]:
+             log: Log | None = None, extractor: str | None = None,
+             inception_weights: str | os.PathLike | None = None) -> dict[str, Any]:
     """Evaluate a run folder, a checkpoint file or a .npz of samples (see the module docstring).
 
     For a run folder (and `record`), the result is appended to the run's metrics.jsonl as one
     line with "kind": "eval". Bad input raises UserError.
+
+    `extractor`: None / "auto" (RGB images → Inception, grey → the project's classifier),
+    "classifier" or "inception". Inception (dcgan/metrics/inception.py) needs the extra
+    dcgan[inception] and the FID Inception weights (`inception_weights` or $DCGAN_INCEPTION_WEIGHTS);
+    its reference split defaults to test where the dataset has one, else train (the classifier's:
+    test).
     """
     from ..checkpoint import load_generator
     from ..sampling import generate, parse_labels
@@ -289,15 +296,40 @@ def evaluate(source: str | Path, n: int = 10000, metrics: str | Sequence[str] | 
         raise UserError(f"--n must be an integer >= 1, got {n!r}")
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
-    parse_metrics(metrics)  # fail on a bad name before any work
-    if reference not in REFERENCES:
+    if extractor not in (None, "auto", "classifier", "inception"):
+        raise UserError(f"--extractor must be one of [auto, classifier, inception], got {extractor!r}")
+    from . import inception as inc
+
+    if extractor == "inception":
+        inc.parse_metrics(metrics)
+    elif extractor == "classifier":
+        parse_metrics(metrics)
+    else:  # auto: fail now on a name neither extractor knows; the channels decide later
+        try:
+            parse_metrics(metrics)
+        except UserError:
+            try:
+                inc.parse_metrics(metrics)
+            except UserError:
+                parse_metrics(metrics)
+    if reference is not None and reference not in REFERENCES:
         raise UserError(f"--reference must be one of [{', '.join(REFERENCES)}], got {reference!r}")
     source = Path(source)
     dev = pick_device(device)
     origin: dict[str, Any]
     if source.suffix == ".npz":
-        dataset = dataset or "mnist"
         images, labels = load_samples(source)
+        use_inception = _wants_inception(extractor, images.shape[1])
+        if use_inception and not dataset:
+            from . import inception as inc
+
+            rgb_hint = (f"{inc.need_weights_message()} and --dataset naming their real data (cifar10, celeba, "
+                        f"lsun, ...; for an image folder evaluate the run instead)")
+            if extractor == "inception":
+                raise UserError(f"an .npz measured with Inception needs --dataset: {rgb_hint}")
+            raise UserError(f"the MNIST classifier (--dataset defaults to mnist) needs 1-channel (grayscale) images, "
+                            f"got {images.shape[1]} channels; {rgb_hint}")
+        dataset = dataset or "mnist"
         if len(images) > n:
             images = images[:n]
             labels = labels[:n] if labels is not None else None
@@ -305,6 +337,13 @@ def evaluate(source: str | Path, n: int = 10000, metrics: str | Sequence[str] | 
             log(f"{source} holds {len(images)} images, fewer than --n {n}: evaluating all {len(images)}")
         origin = {"source": "samples", "path": str(source), "checkpoint": None, "step": None, "generator": None,
                   "labels": "from the file" if labels is not None else None}
+        if use_inception:
+            from ..config import DataConfig
+
+            return _finish_inception(images, DataConfig(dataset=dataset), origin, source, metrics=metrics,
+                                     reference=reference, seed=seed, data_dir=data_dir, weights=inception_weights,
+                                     device=dev, record=record, log=log, t0=t0)
+        parse_metrics(metrics)
         extractor = load_extractor(dataset, dev)
     else:
         G, info = load_generator(source, device=dev, ema=ema)
@@ -313,6 +352,23 @@ def evaluate(source: str | Path, n: int = 10000, metrics: str | Sequence[str] | 
             raise UserError(f"--dataset {dataset}: {info['path']} was trained on {ckpt_dataset}; "
                             f"drop --dataset (it is for .npz files)")
         dataset = ckpt_dataset
+        if _wants_inception(extractor, G.out_shape[0]):
+            from . import inception as inc
+
+            inc_ex = inc.load_inception(inception_weights, dev)  # before the (slow) generation: fail early
+            inc_metrics = inc.parse_metrics(metrics)
+            inc.reference_split(info["config"].data, reference)
+            labels_t = parse_labels("all", n, G.num_classes)
+            log(f"generating {n} images with the {info['generator']} generator of {info['path']} (step {info['step']})")
+            images = generate(G, n, labels_t, seed=seed, batch_size=batch_size).numpy()
+            origin = {"source": "run" if source.is_dir() else "checkpoint", "path": str(source),
+                      "checkpoint": info["path"], "step": int(info["step"]), "generator": info["generator"],
+                      "labels": "all classes, cycled 0..K-1" if labels_t is not None else None,
+                      "train_content_hash": info["data"].get("content_hash")}
+            return _finish_inception(images, info["config"].data, origin, source, metrics=inc_metrics,
+                                     reference=reference, seed=seed, data_dir=data_dir, extractor=inc_ex,
+                                     device=dev, record=record, log=log, t0=t0)
+        parse_metrics(metrics)
         extractor = load_extractor(dataset, dev)  # before the (slow) generation: fail early
         extractor.check((n, *G.out_shape))
         if G.num_classes and G.num_classes != extractor.num_classes:
@@ -326,8 +382,38 @@ def evaluate(source: str | Path, n: int = 10000, metrics: str | Sequence[str] | 
                   "checkpoint": info["path"], "step": int(info["step"]), "generator": info["generator"],
                   "labels": "all classes, cycled 0..K-1" if labels is not None else None,
                   "train_content_hash": info["data"].get("content_hash")}
+    reference = reference or "test"
     result = evaluate_images(images, labels, extractor=extractor, dataset=dataset, metrics=metrics,
                              reference=reference, seed=seed, data_dir=data_dir, batch_size=batch_size, log=log)
+    result["protocol"] = {**origin, **result["protocol"]}
+    result["elapsed_s"] = time.perf_counter() - t0
+    if record and origin["source"] == "run":
+        from ..training.run import MetricsLog
+
+        MetricsLog(source / "metrics.jsonl").write({"kind": "eval", "step": origin["step"], "time": time.time(),
+                                                   **result})
+        log(f"appended the result to {source / 'metrics.jsonl'}")
+    return result
+
+
+def _wants_inception(extractor: str | None, channels: int) -> bool:
+    """Whether images of `channels` go through Inception: asked for, or RGB under auto. RGB under
+    'classifier' is refused by the classifier's own channel check."""
+    if extractor == "inception":
+        return True
+    if extractor == "classifier" or channels != 3:
+        return False
+    return True  # without weights or the extra, load_inception says what is missing
+
+
+def _finish_inception(images, data_cfg, origin: dict[str, Any], source: Path, *, metrics, reference, seed, data_dir,
+                      device, record: bool, log: Log, t0: float, weights=None, extractor=None) -> dict[str, Any]:
+    """Inception metrics of generated or loaded images, with the origin in the protocol; recorded
+    in a run's metrics.jsonl like the classifier's."""
+    from . import inception as inc
+
+    result = inc.evaluate_inception(images, data_cfg, extractor=extractor, weights=weights, metrics=metrics,
+                                    reference=reference, seed=seed, data_dir=data_dir, device=device, log=log)
     result["protocol"] = {**origin, **result["protocol"]}
     result["elapsed_s"] = time.perf_counter() - t0
     if record and origin["source"] == "run":
