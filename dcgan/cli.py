@@ -56,6 +56,13 @@ def cmd_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
+    from .progress import showing
+
+    with showing():  # a bar over the generated batches on a terminal
+        return _cmd_sample(args)
+
+
+def _cmd_sample(args) -> int:
     import numpy as np
 
     from . import load_generator  # a run, a checkpoint or an hf export
@@ -131,7 +138,10 @@ def cmd_prepare(args) -> int:
             raise UserError(f"--set {item!r}: prepare takes only data.* keys (e.g. data.path=..., data.crop=108)")
         cfg.set(key, value)
     cfg.validate()
-    ds = prepare(cfg.data, args.data_dir, log=lambda m: print(m, file=sys.stderr))
+    from .progress import showing
+
+    with showing():  # a bar over resizing on a terminal
+        ds = prepare(cfg.data, args.data_dir, log=lambda m: print(m, file=sys.stderr))
     print(json.dumps({"dataset": args.dataset, "split": args.split, "n": len(ds), "shape": list(ds.shape),
                       "classes": ds.num_classes, "content_hash": ds.meta["content_hash"]}))
     return 0

@@ -51,7 +51,9 @@ def generate(G: torch.nn.Module, n: int, labels: torch.Tensor | None = None, see
     G.eval()
     out = []
     try:
-        for i in range(0, n, batch_size):
+        from .progress import steps  # a bar only inside progress.showing() (dcgan sample / eval)
+
+        for i in steps(range(0, n, batch_size), desc="generate"):
             zb = z[i : i + batch_size].to(device)
             yb = labels[i : i + batch_size].to(device) if labels is not None else None
             out.append(convert(G(zb, yb)))

@@ -185,3 +185,16 @@ def test_tensorboard_changes_no_weights(tmp_path, capsys):
     for which in ("G", "D", "G_ema"):
         for k, v in a["models"][which].items():
             assert torch.equal(v, b["models"][which][k]), f"{which}.{k}"
+
+
+@pytest.mark.parametrize("forced, shown", [("1", True), ("0", False)])
+def test_sample_and_eval_show_bars_only_when_enabled(tmp_path, capsys, monkeypatch, forced, shown):
+    run = tmp_path / "run"
+    assert train(run, 2) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("DCGAN_PROGRESS", forced)
+    assert main(["sample", str(run), "--n", "30", "--batch-size", "10", "--out", str(tmp_path / "s.npz")]) == 0
+    assert ("generate:" in capsys.readouterr().err) == shown  # tqdm writes "desc: 100%|..."
+    assert main(["eval", str(run), "--n", "20", "--metrics", "fid"]) == 0
+    err = capsys.readouterr().err
+    assert ("features:" in err) == shown

@@ -73,7 +73,9 @@ def resize(images: np.ndarray, size: int, chunk: int = 4096) -> np.ndarray:
     if images.shape[2] == size and images.shape[3] == size:
         return images
     out = np.empty((len(images), images.shape[1], size, size), dtype=np.uint8)
-    for i in range(0, len(images), chunk):
+    from ..progress import steps  # a bar only inside progress.showing() (dcgan prepare / eval)
+
+    for i in steps(range(0, len(images), chunk), desc="resize", unit="chunk"):
         x = torch.from_numpy(np.ascontiguousarray(images[i : i + chunk])).float()
         y = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         out[i : i + chunk] = y.round().clamp(0, 255).to(torch.uint8).numpy()

@@ -98,10 +98,13 @@ def cmd_eval(args) -> int:
     if args.dataset_arg is not None:
         raise UserError(f"unexpected argument {args.dataset_arg!r}: 'dcgan eval' takes one run folder, checkpoint or "
                         f".npz (to train the feature extractor: 'dcgan eval {TRAIN_CLASSIFIER} DATASET')")
-    result = evaluate(args.target, n=10000 if args.n is None else args.n, metrics=args.metrics,
-                      reference=args.reference, seed=args.seed or 0, dataset=args.dataset,
-                      device=args.device or "auto", ema=not args.raw, batch_size=args.batch_size or 500,
-                      data_dir=args.data_dir, extractor=args.extractor, inception_weights=args.inception_weights)
+    from ..progress import showing
+
+    with showing():  # bars for generation and feature extraction on a terminal
+        result = evaluate(args.target, n=10000 if args.n is None else args.n, metrics=args.metrics,
+                          reference=args.reference, seed=args.seed or 0, dataset=args.dataset,
+                          device=args.device or "auto", ema=not args.raw, batch_size=args.batch_size or 500,
+                          data_dir=args.data_dir, extractor=args.extractor, inception_weights=args.inception_weights)
     print(json.dumps(result))
     return 0
 

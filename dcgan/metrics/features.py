@@ -91,7 +91,9 @@ class Extractor:
         n = len(images)
         feats = np.empty((n, self.feature_dim), dtype=np.float64)
         probs = np.empty((n, self.num_classes), dtype=np.float64)
-        for i in range(0, n, batch_size):
+        from ..progress import steps  # a bar only inside progress.showing() (dcgan eval)
+
+        for i in steps(range(0, n, batch_size), desc="features"):
             chunk = resize(np.ascontiguousarray(images[i : i + batch_size]), self.input_size)
             x = torch.from_numpy(np.array(chunk)).to(self.device).float().div_(127.5).sub_(1.0)  # a writable copy
             f, logits = self.model.features_and_logits(x)
