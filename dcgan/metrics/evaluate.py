@@ -385,6 +385,13 @@ def evaluate(source: str | Path, n: int = 10000, metrics: str | Sequence[str] | 
     reference = reference or "test"
     result = evaluate_images(images, labels, extractor=extractor, dataset=dataset, metrics=metrics,
                              reference=reference, seed=seed, data_dir=data_dir, batch_size=batch_size, log=log)
+    return _finish_result(result, origin, source, record=record, log=log, t0=t0)
+
+
+def _finish_result(result: dict[str, Any], origin: dict[str, Any], source: Path, *, record: bool, log: Log,
+                   t0: float) -> dict[str, Any]:
+    """Put where the images came from into the protocol, time the whole evaluation, and append the
+    result to a run's metrics.jsonl (never for a checkpoint file or an .npz)."""
     result["protocol"] = {**origin, **result["protocol"]}
     result["elapsed_s"] = time.perf_counter() - t0
     if record and origin["source"] == "run":
@@ -414,15 +421,7 @@ def _finish_inception(images, data_cfg, origin: dict[str, Any], source: Path, *,
 
     result = inc.evaluate_inception(images, data_cfg, extractor=extractor, weights=weights, metrics=metrics,
                                     reference=reference, seed=seed, data_dir=data_dir, device=device, log=log)
-    result["protocol"] = {**origin, **result["protocol"]}
-    result["elapsed_s"] = time.perf_counter() - t0
-    if record and origin["source"] == "run":
-        from ..training.run import MetricsLog
-
-        MetricsLog(source / "metrics.jsonl").write({"kind": "eval", "step": origin["step"], "time": time.time(),
-                                                   **result})
-        log(f"appended the result to {source / 'metrics.jsonl'}")
-    return result
+    return _finish_result(result, origin, source, record=record, log=log, t0=t0)
 
 
 def fid_of_generator(G: torch.nn.Module, n: int = 2000, reference: str = "test", seed: int = 0,
