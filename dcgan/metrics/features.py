@@ -23,6 +23,16 @@ from ..errors import UserError
 from .classifier import ARCH, DATASETS, FEATURE_DIM, INPUT_SIZE, MnistClassifier, default_weights_path, file_sha256, record_path
 
 
+def as_uint8_images(images) -> np.ndarray:
+    """Images as a uint8 numpy array (N, C, H, W), from numpy or torch; UserError for another dtype."""
+    if isinstance(images, torch.Tensor):
+        images = images.cpu().numpy()
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        raise UserError(f"images must be uint8 (0..255), got dtype {images.dtype}")
+    return images
+
+
 @dataclass
 class Extractor:
     name: str  # e.g. "mnist-cnn-v1/mnist"
@@ -79,11 +89,7 @@ class Extractor:
         """uint8 images (N, C, H, W) (numpy or torch) → features (N, D) and probabilities (N, K), float64."""
         from ..data.prepare import resize
 
-        if isinstance(images, torch.Tensor):
-            images = images.cpu().numpy()
-        images = np.asarray(images)
-        if images.dtype != np.uint8:
-            raise UserError(f"images must be uint8 (0..255), got dtype {images.dtype}")
+        images = as_uint8_images(images)
         self.check(images.shape)
         if batch_size < 1:
             raise UserError(f"batch size must be >= 1, got {batch_size}")

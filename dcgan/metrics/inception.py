@@ -199,11 +199,9 @@ class InceptionExtractor:
     @torch.no_grad()
     def extract(self, images, batch_size: int = 50) -> tuple[np.ndarray, np.ndarray]:
         """uint8 (N, C, H, W) → pool3 features (N, 2048) and unbiased logits (N, 1008), float64."""
-        if isinstance(images, torch.Tensor):
-            images = images.cpu().numpy()
-        images = np.asarray(images)
-        if images.dtype != np.uint8:
-            raise UserError(f"images must be uint8 (0..255), got dtype {images.dtype}")
+        from .features import as_uint8_images
+
+        images = as_uint8_images(images)
         self.check(images.shape)
         feats, logits = [], []
         for i in range(0, len(images), max(1, batch_size)):
