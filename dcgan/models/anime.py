@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from ..config import ModelConfig
 from ..errors import UserError
 from . import MODELS, ModelFamily
-from .dcgan import init_weights, label_maps
+from .dcgan import concat_label, init_weights, label_maps
 
 
 def _stages(shape: tuple[int, ...]) -> int:
@@ -50,7 +50,7 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = z  # (N, z_dim)
         if self.num_classes:
-            h = torch.cat([h, F.one_hot(y, self.num_classes).to(z.dtype)], 1)
+            h = concat_label(h, y, self.num_classes)
         return self.net(h[:, :, None, None])  # (N, z, 1, 1) → (N, C, 96, 96)
 
 

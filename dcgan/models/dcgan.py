@@ -46,6 +46,11 @@ def label_maps(onehot: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return onehot[:, :, None, None].expand(-1, -1, like.shape[2], like.shape[3])
 
 
+def concat_label(h: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(N, D) features and (N,) labels → (N, D + K) with the one-hot label appended."""
+    return torch.cat([h, F.one_hot(y, num_classes).to(h.dtype)], 1)
+
+
 def init_weights(module: nn.Module) -> None:
     """The paper's initialisation: weights N(0, 0.02); batch-norm scale N(1, 0.02), shift 0."""
     for m in module.modules():

@@ -23,10 +23,10 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..config import ModelConfig
 from . import MODELS, ModelFamily
+from .dcgan import concat_label
 
 
 def _mlp(sizes: list[int], act: Callable[[], nn.Module]) -> nn.Sequential:
@@ -50,7 +50,7 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = z  # (N, z_dim)
         if self.num_classes:
-            h = torch.cat([h, F.one_hot(y, self.num_classes).to(z.dtype)], 1)  # (N, z_dim + K)
+            h = concat_label(h, y, self.num_classes)  # (N, z_dim + K)
         x = self.net(h)  # (N, prod(shape))
         if self.images:
             x = torch.tanh(x)
@@ -67,7 +67,7 @@ class Discriminator(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = x.flatten(1)  # (N, prod(shape))
         if self.num_classes:
-            h = torch.cat([h, F.one_hot(y, self.num_classes).to(h.dtype)], 1)  # (N, prod(shape) + K)
+            h = concat_label(h, y, self.num_classes)  # (N, prod(shape) + K)
         return self.net(h).squeeze(1)  # (N,) logits
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ..config import ModelConfig
 from ..errors import UserError
 from . import MODELS, ModelFamily
-from .dcgan import init_weights, label_maps
+from .dcgan import concat_label, init_weights, label_maps
 
 
 def _plan(shape: tuple[int, ...]) -> tuple[bool, int]:
@@ -66,7 +66,7 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = z  # (N, z_dim)
         if self.num_classes:
-            h = torch.cat([h, F.one_hot(y, self.num_classes).to(z.dtype)], 1)
+            h = concat_label(h, y, self.num_classes)
         h = self.fc_bn(self.fc(h).view(z.shape[0], self.top, 4, 4))  # (N, 8w, 4, 4)
         return torch.tanh(self.net(h))  # (N, C, H, W)
 
