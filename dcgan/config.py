@@ -85,6 +85,16 @@ class TrainConfig:
     max_rollbacks: int = 3  # rollbacks to the last good checkpoint before the run stops with an error
     rollback_lr_factor: float = 0.5  # learning rates are multiplied by this at each rollback
     tensorboard: bool = False  # also log scalars and grids to RUN/tensorboard/ (pip install dcgan[tensorboard])
+    # where the training images live: device = all on the GPU (fastest), stream = pinned host memory,
+    # batches copied ahead of use; auto = device when the dataset fits comfortably, else stream
+    placement: str = "auto"
+    prefetch: int = 4  # batches prepared ahead by the streamed loader
+    sync_bn: bool = False  # multi-GPU: SyncBatchNorm instead of per-rank batch statistics
+    # the fast path (CUDA only; the CPU path is always eager fp32): autocast precision for the models
+    # (losses stay fp32), channels_last memory format, and one CUDA graph for the whole iteration
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+    channels_last: bool = True
+    cuda_graphs: bool = True
 
 
 @dataclass
@@ -185,6 +195,9 @@ class Config:
             (self.eval.target_fid >= 0, f"eval.target_fid must be >= 0, got {self.eval.target_fid}"),
             (self.eval.target_fid == 0 or self.eval.every_kimg > 0,
              "eval.target_fid needs eval.every_kimg > 0 (how often to measure), e.g. --set eval.every_kimg=50"),
+            (t.placement in ("auto", "device", "stream"), f"train.placement must be auto, device or stream, got {t.placement!r}"),
+            (t.prefetch >= 1, f"train.prefetch must be >= 1, got {t.prefetch}"),
+            (t.precision in ("auto", "fp32", "bf16"), f"train.precision must be auto, fp32 or bf16, got {t.precision!r}"),
             (0 <= t.seed < 2**32, f"train.seed must be in [0, 2**32), got {t.seed}"),
             (re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device) is not None,
              f"train.device must be auto, cpu, cuda or cuda:N, got {t.device!r}"),
@@ -203,6 +216,7 @@ RESUMABLE_CHANGES = {
     "train.max_bad_steps", "train.max_rollbacks", "train.rollback_lr_factor",
     "train.steps", "train.tick_every", "train.checkpoint_every", "train.keep_checkpoints",
     "train.device", "train.num_threads", "train.tensorboard",
+    "train.placement", "train.prefetch", "train.precision", "train.channels_last", "train.cuda_graphs",
 }
 
 
