@@ -6,8 +6,10 @@
 
 Protocol (every result carries it under "protocol"):
 
-* Features and class probabilities come from the project's own MNIST classifier
-  (`classifier.py`), identified by the SHA-256 of its weights.
+* Features and class probabilities come from the project's own classifier (`classifier.py`):
+  the shipped MNIST one, or one trained with 'dcgan eval train-classifier' on the run's labelled
+  data (found in the cache, or given as `classifier`), identified by the SHA-256 of its weights;
+  the protocol names its architecture, training data and test accuracy.
 * Fake images: from a run or checkpoint, `n` images of the EMA generator (raw when the checkpoint
   has no EMA or `ema=False`), noise from `seed`, labels cycling 0..K-1 for conditional models;
   from an .npz, its first `n` images (all of them when it holds fewer).
@@ -132,17 +134,30 @@ def reference_index(size: int, n: int) -> np.ndarray:
     return np.sort(np.random.default_rng(REFERENCE_SUBSET_SEED).permutation(size)[:n])
 
 
-def reference_features(extractor: Extractor, dataset: str, split: str, n: int, resolution: int, *,
+def _data_config(dataset):
+    """A DataConfig from a dataset name (its defaults) or a DataConfig (as it is)."""
+    from ..config import DataConfig
+
+    return DataConfig(dataset=dataset) if isinstance(dataset, str) else dataset
+
+
+def reference_features(extractor: Extractor, dataset, split: str, n: int, resolution: int, *,
                        data_dir: str | None = None, log: Log = _stderr) -> dict[str, Any]:
     """Features, probabilities and labels of `n` images of a real split (see `reference_index`), as
-    an evaluation at `resolution` sees them; cached. Returns {features, probs, labels, n, selection,
-    content_hash, cache, hit, resize}."""
-    from ..config import DataConfig
+    an evaluation at `resolution` sees them; cached. `dataset`: a name (its default DataConfig) or
+    a DataConfig (image folders: data.path, ...). Returns {features, probs, labels, class_names, n,
+    selection, content_hash, cache, hit, resize}."""
+    from dataclasses import replace
+
     from ..data.prepare import cache_root, prepare, resize
 
     if split not in REFERENCES:
         raise UserError(f"--reference must be one of [{', '.join(REFERENCES)}], got {split!r}")
-    ds = prepare(DataConfig(dataset=dataset, split=split), data_dir, log=log)
+    data = _data_config(dataset)
+    dataset = data.dataset
+    ds = prepare(replace(data, split=split), data_dir, log=log)
+    if ds.kind != "images":
+        raise UserError(f"dataset {dataset} holds points, not images; the classifier metrics need images")
     n = min(int(n), len(ds))
     index = reference_index(len(ds), n)
     selection = f"all {n}" if n == len(ds) else f"random {n} of {len(ds)} (seed {REFERENCE_SUBSET_SEED})"
@@ -157,7 +172,7 @@ def reference_features(extractor: Extractor, dataset: str, split: str, n: int, r
     key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
     path = cache_root() / "eval-reference" / f"{dataset}-{split}-n{n}-r{resolution}-{key}.npz"
     out = {"n": n, "content_hash": ds.meta["content_hash"], "cache": str(path), "resize": resize_note,
-           "selection": selection}
+           "selection": selection, "class_names": list(ds.meta["class_names"])}
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as z:
@@ -187,12 +202,13 @@ def reference_features(extractor: Extractor, dataset: str, split: str, n: int, r
 
 # ---- the metrics ---------------------------------------------------------------------------------
 
-def evaluate_images(images, labels: np.ndarray | None, *, extractor: Extractor, dataset: str = "mnist",
+def evaluate_images(images, labels: np.ndarray | None, *, extractor: Extractor, dataset="mnist",
                     metrics: str | Sequence[str] | None = None, reference: str = "test", seed: int = 0,
                     data_dir: str | None = None, batch_size: int = 500,
                     log: Log = _stderr) -> dict[str, Any]:
     """Metrics of uint8 images (N, C, H, W) against the real reference. `labels` are the classes
-    the images were asked to show (conditional models), or None."""
+    the images were asked to show (conditional models), or None. `dataset`: the real data, a
+    name or a DataConfig."""
     t0 = time.perf_counter()
     if isinstance(images, torch.Tensor):
         images = images.numpy()
@@ -250,13 +266,18 @@ def evaluate_images(images, labels: np.ndarray | None, *, extractor: Extractor, 
             c["reference"] = {k: r[k] for k in ("histogram", "classes_covered", "kl_from_uniform",
                                                 "inception_score", "inception_score_std")}
             result["classes"] = c
-    ref_acc = float((real_p.argmax(1) == ref["labels"]).mean()) if ref["n"] else None
+    # the classifier's accuracy on the reference: only where the reference's labels are the classifier's classes
+    same_classes = ref["class_names"] == extractor.record.get("class_names", ref["class_names"]) \
+        and len(ref["class_names"]) == K
+    ref_acc = float((real_p.argmax(1) == ref["labels"]).mean()) if ref["n"] and same_classes else None
     result["protocol"] = {
         **extractor.protocol(images.shape),
         "metrics": wanted,
         "n_fake": n_fake,
         "n_real": ref["n"],
-        "reference": {"dataset": dataset, "split": reference, "images": ref["selection"],
+        "reference": {"dataset": _data_config(dataset).dataset,
+                      **({"path": _data_config(dataset).path} if _data_config(dataset).path else {}),
+                      "split": reference, "images": ref["selection"],
                       "content_hash": ref["content_hash"], "resize": ref["resize"],
                       "classifier_accuracy": ref_acc},
         "fake_resolution": [int(s) for s in images.shape[1:]],
@@ -270,25 +291,89 @@ def evaluate_images(images, labels: np.ndarray | None, *, extractor: Extractor, 
     return result
 
 
+def default_reference(data) -> str:
+    """The reference split when --reference is not given: test where the dataset has one, else train."""
+    from ..data.sources import SOURCES
+
+    return "test" if "test" in SOURCES.get(_data_config(data).dataset).splits else "train"
+
+
+def _record_data(record: dict[str, Any]):
+    """The DataConfig a classifier was trained on (from its record; mnist-cnn-v1: the dataset's defaults)."""
+    from ..config import Config, DataConfig
+
+    if not isinstance(record.get("data"), dict):
+        return DataConfig(dataset=record.get("dataset", "mnist"))
+    cfg = Config()
+    for k, v in record["data"].items():
+        if k != "split":
+            cfg.set(f"data.{k}", v, "the classifier's record")
+    return cfg.data
+
+
+def _reference_data(extractor: Extractor, data):
+    """The real data an extractor's metrics are measured against: for the shipped mnist-cnn-v1,
+    the dataset's default split as always; for a classifier trained on other data, `data` itself
+    (a run's own data section: path, crop, resolution, classes)."""
+    from ..config import DataConfig
+    from .classifier import ARCH
+
+    return DataConfig(dataset=data.dataset) if extractor.arch == ARCH else data
+
+
+def _use_inception(extractor: str | None, channels: int, data, classifier) -> bool:
+    """Whether images go through Inception: asked for; or RGB under auto when no classifier was
+    given and none has been trained for `data` (a DataConfig, or None when unknown)."""
+    from .features import find_classifier
+
+    if extractor == "inception":
+        return True
+    if classifier is not None or extractor == "classifier" or channels != 3:
+        return False
+    return data is None or find_classifier(data) is None
+
+
+def _load_inception_or_say(inception_weights, dev, extractor: str | None, data):
+    """load_inception; under auto, a failure also names the classifier route."""
+    from . import inception as inc
+    from .classifier import train_command
+
+    try:
+        return inc.load_inception(inception_weights, dev)
+    except UserError as e:
+        if extractor == "inception" or data is None:
+            raise
+        raise UserError(f"{e}; or measure with the project's classifier trained on this data: "
+                        f"'{train_command(data)}', then evaluate again (or give --classifier PATH)") from None
+
+
 def evaluate(source: str | Path, n: int = 10000, metrics: str | Sequence[str] | None = None,
              reference: str | None = None, seed: int = 0, *, dataset: str | None = None, device: str = "auto",
              ema: bool = True, batch_size: int = 500, data_dir: str | None = None, record: bool = True,
              log: Log | None = None, extractor: str | None = None,
-             inception_weights: str | os.PathLike | None = None) -> dict[str, Any]:
+             inception_weights: str | os.PathLike | None = None, classifier: str | os.PathLike | None = None,
+             data=None) -> dict[str, Any]:
     """Evaluate a run folder, a checkpoint file or a .npz of samples (see the module docstring).
 
     For a run folder (and `record`), the result is appended to the run's metrics.jsonl as one
     line with "kind": "eval". Bad input raises UserError.
 
-    `extractor`: None / "auto" (RGB images → Inception, grey → the project's classifier),
-    "classifier" or "inception". Inception (dcgan/metrics/inception.py) needs the extra
-    dcgan[inception] and the FID Inception weights (`inception_weights` or $DCGAN_INCEPTION_WEIGHTS);
-    its reference split defaults to test where the dataset has one, else train (the classifier's:
-    test).
+    `extractor`: None / "auto", "classifier" or "inception". Auto: grey images → the project's
+    classifier (shipped for MNIST; for other data the one 'dcgan eval train-classifier' wrote to
+    the cache for it); RGB images → that cached classifier when there is one, else Inception.
+    Inception (dcgan/metrics/inception.py) needs the extra dcgan[inception] and the FID Inception
+    weights (`inception_weights` or $DCGAN_INCEPTION_WEIGHTS). The reference split defaults to
+    test where the dataset has one, else train.
+
+    `classifier`: a weights file written by 'dcgan eval train-classifier' (its JSON record beside
+    it); implies the classifier. For an .npz its record also names the real data unless `dataset`
+    / `data` do. `data`: the DataConfig of an .npz's real data (image folders: data.path, ...).
     """
     from ..checkpoint import load_generator
+    from ..config import DataConfig
     from ..sampling import generate, parse_labels
     from ..training.loop import pick_device
+    from .features import load_classifier
 
     log = log or _stderr
     t0 = time.perf_counter()
@@ -298,11 +383,14 @@ def evaluate(source: str | Path, n: int = 10000, metrics: str | Sequence[str] | 
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     if extractor not in (None, "auto", "classifier", "inception"):
         raise UserError(f"--extractor must be one of [auto, classifier, inception], got {extractor!r}")
+    if classifier is not None and extractor == "inception":
+        raise UserError("--classifier names the project's classifier; it does not go with --extractor inception "
+                        "(drop one of them)")
     from . import inception as inc
 
     if extractor == "inception":
         inc.parse_metrics(metrics)
-    elif extractor == "classifier":
+    elif extractor == "classifier" or classifier is not None:
         parse_metrics(metrics)
     else:  # auto: fail now on a name neither extractor knows; the channels decide later
         try:
@@ -314,22 +402,33 @@ def evaluate(source: str | Path, n: int = 10000, metrics: str | Sequence[str] | 
                 parse_metrics(metrics)
     if reference is not None and reference not in REFERENCES:
         raise UserError(f"--reference must be one of [{', '.join(REFERENCES)}], got {reference!r}")
+    if data is not None:
+        if dataset and dataset != data.dataset:
+            raise UserError(f"--dataset {dataset} and data.dataset={data.dataset} differ; give one")
+        dataset = data.dataset
     source = Path(source)
     dev = pick_device(device)
+    clf = None  # the classifier given by `classifier`
     origin: dict[str, Any]
     if source.suffix == ".npz":
         images, labels = load_samples(source)
-        use_inception = _wants_inception(extractor, images.shape[1])
+        if classifier is not None:
+            clf = load_extractor(dataset, dev, classifier)  # dataset None: the record's
+            if data is None and dataset is None:
+                data = _record_data(clf.record)
+            dataset = clf.dataset
+        data_cfg = data if data is not None else (DataConfig(dataset=dataset) if dataset else None)
+        use_inception = _use_inception(extractor, images.shape[1], data_cfg, classifier)
         if use_inception and not dataset:
-            from . import inception as inc
-
             rgb_hint = (f"{inc.need_weights_message()} and --dataset naming their real data (cifar10, celeba, "
                         f"lsun, ...; for an image folder evaluate the run instead)")
             if extractor == "inception":
                 raise UserError(f"an .npz measured with Inception needs --dataset: {rgb_hint}")
             raise UserError(f"the MNIST classifier (--dataset defaults to mnist) needs 1-channel (grayscale) images, "
-                            f"got {images.shape[1]} channels; {rgb_hint}")
+                            f"got {images.shape[1]} channels; {rgb_hint}; or --classifier PATH, a classifier "
+                            f"trained on the RGB data with 'dcgan eval train-classifier DATASET'")
         dataset = dataset or "mnist"
+        data_cfg = data_cfg or DataConfig(dataset=dataset)
         if len(images) > n:
             images = images[:n]
             labels = labels[:n] if labels is not None else None
@@ -338,26 +437,29 @@ def evaluate(source: str | Path, n: int = 10000, metrics: str | Sequence[str] | 
         origin = {"source": "samples", "path": str(source), "checkpoint": None, "step": None, "generator": None,
                   "labels": "from the file" if labels is not None else None}
         if use_inception:
-            from ..config import DataConfig
-
-            return _finish_inception(images, DataConfig(dataset=dataset), origin, source, metrics=metrics,
-                                     reference=reference, seed=seed, data_dir=data_dir, weights=inception_weights,
+            inc_ex = _load_inception_or_say(inception_weights, dev, extractor, data_cfg)
+            return _finish_inception(images, data_cfg, origin, source, metrics=metrics,
+                                     reference=reference, seed=seed, data_dir=data_dir, extractor=inc_ex,
                                      device=dev, record=record, log=log, t0=t0)
         parse_metrics(metrics)
-        extractor = load_extractor(dataset, dev)
+        extractor = clf or load_classifier(data_cfg, dev)
     else:
+        if data is not None:
+            raise UserError("--set data.* describes the real data of an .npz; a run's data comes from its checkpoint "
+                            "(drop --set)")
         G, info = load_generator(source, device=dev, ema=ema)
         ckpt_dataset = info["data"].get("dataset") or info["config"].data.dataset
         if dataset and dataset != ckpt_dataset:
             raise UserError(f"--dataset {dataset}: {info['path']} was trained on {ckpt_dataset}; "
                             f"drop --dataset (it is for .npz files)")
         dataset = ckpt_dataset
-        if _wants_inception(extractor, G.out_shape[0]):
-            from . import inception as inc
-
-            inc_ex = inc.load_inception(inception_weights, dev)  # before the (slow) generation: fail early
+        data_cfg = info["config"].data
+        if classifier is not None:
+            clf = load_extractor(dataset, dev, classifier)  # its record must name the run's dataset
+        if _use_inception(extractor, G.out_shape[0], data_cfg, classifier):
+            inc_ex = _load_inception_or_say(inception_weights, dev, extractor, data_cfg)  # before the (slow) generation
             inc_metrics = inc.parse_metrics(metrics)
-            inc.reference_split(info["config"].data, reference)
+            inc.reference_split(data_cfg, reference)
             labels_t = parse_labels("all", n, G.num_classes)
             log(f"generating {n} images with the {info['generator']} generator of {info['path']} (step {info['step']})")
             images = generate(G, n, labels_t, seed=seed, batch_size=batch_size).numpy()
@@ -365,15 +467,16 @@ def evaluate(source: str | Path, n: int = 10000, metrics: str | Sequence[str] | 
                       "checkpoint": info["path"], "step": int(info["step"]), "generator": info["generator"],
                       "labels": "all classes, cycled 0..K-1" if labels_t is not None else None,
                       "train_content_hash": info["data"].get("content_hash")}
-            return _finish_inception(images, info["config"].data, origin, source, metrics=inc_metrics,
+            return _finish_inception(images, data_cfg, origin, source, metrics=inc_metrics,
                                      reference=reference, seed=seed, data_dir=data_dir, extractor=inc_ex,
                                      device=dev, record=record, log=log, t0=t0)
         parse_metrics(metrics)
-        extractor = load_extractor(dataset, dev)  # before the (slow) generation: fail early
+        extractor = clf or load_classifier(data_cfg, dev)  # before the (slow) generation: fail early
         extractor.check((n, *G.out_shape))
         if G.num_classes and G.num_classes != extractor.num_classes:
             raise UserError(f"the generator has {G.num_classes} classes, the {extractor.name} classifier "
-                            f"{extractor.num_classes}")
+                            f"{extractor.num_classes}; give a classifier trained on the run's classes "
+                            f"('{_train_command(data_cfg)}', then --classifier PATH or the cached one)")
         labels_t = parse_labels("all", n, G.num_classes)
         log(f"generating {n} images with the {info['generator']} generator of {info['path']} (step {info['step']})")
         images = generate(G, n, labels_t, seed=seed, batch_size=batch_size).numpy()
@@ -382,10 +485,17 @@ def evaluate(source: str | Path, n: int = 10000, metrics: str | Sequence[str] | 
                   "checkpoint": info["path"], "step": int(info["step"]), "generator": info["generator"],
                   "labels": "all classes, cycled 0..K-1" if labels is not None else None,
                   "train_content_hash": info["data"].get("content_hash")}
-    reference = reference or "test"
-    result = evaluate_images(images, labels, extractor=extractor, dataset=dataset, metrics=metrics,
+    ref_data = _reference_data(extractor, data_cfg)
+    reference = reference or default_reference(ref_data)
+    result = evaluate_images(images, labels, extractor=extractor, dataset=ref_data, metrics=metrics,
                              reference=reference, seed=seed, data_dir=data_dir, batch_size=batch_size, log=log)
     return _finish_result(result, origin, source, record=record, log=log, t0=t0)
+
+
+def _train_command(data) -> str:
+    from .classifier import train_command
+
+    return train_command(data)
 
 
 def _finish_result(result: dict[str, Any], origin: dict[str, Any], source: Path, *, record: bool, log: Log,
@@ -403,16 +513,6 @@ def _finish_result(result: dict[str, Any], origin: dict[str, Any], source: Path,
     return result
 
 
-def _wants_inception(extractor: str | None, channels: int) -> bool:
-    """Whether images of `channels` go through Inception: asked for, or RGB under auto. RGB under
-    'classifier' is refused by the classifier's own channel check."""
-    if extractor == "inception":
-        return True
-    if extractor == "classifier" or channels != 3:
-        return False
-    return True  # without weights or the extra, load_inception says what is missing
-
-
 def _finish_inception(images, data_cfg, origin: dict[str, Any], source: Path, *, metrics, reference, seed, data_dir,
                       device, record: bool, log: Log, t0: float, weights=None, extractor=None) -> dict[str, Any]:
     """Inception metrics of generated or loaded images, with the origin in the protocol; recorded
@@ -426,21 +526,29 @@ def _finish_inception(images, data_cfg, origin: dict[str, Any], source: Path, *,
 
 def fid_of_generator(G: torch.nn.Module, n: int = 2000, reference: str = "test", seed: int = 0,
                      dataset: str = "mnist", *, metrics: Sequence[str] = ("fid",), data_dir: str | None = None,
-                     batch_size: int = 500, log: Log | None = None) -> dict[str, Any]:
+                     batch_size: int = 500, log: Log | None = None, data=None,
+                     weights: str | os.PathLike | None = None) -> dict[str, Any]:
     """Metrics (FID by default) of a generator in memory, e.g. the EMA generator during training.
 
     Generates `n` images from noise `seed` (labels cycling over the classes of a conditional G),
     on G's device, and compares them with n images of the reference split (the fixed subset of
     `reference_index`; its features are cached after the first call). G's train/eval mode is restored. Returns {"fid": ..., "protocol": {...}, ...};
     with metrics=("fid", "label_accuracy") a conditional G also gets its label accuracy (cheap).
+
+    `data`: the run's DataConfig (default: `dataset`'s defaults); the classifier is `weights`, else
+    the shipped (MNIST) or cached one for that data (`features.load_classifier`).
     """
+    from ..config import DataConfig
     from ..sampling import generate, parse_labels
+    from .features import load_classifier
 
     log = log or (lambda msg: None)
     device = next(G.parameters()).device
-    extractor = load_extractor(dataset, device)
+    data = data if data is not None else DataConfig(dataset=dataset)
+    extractor = load_classifier(data, device, weights)
     labels_t = parse_labels("all", n, G.num_classes)
     images = generate(G, n, labels_t, seed=seed, batch_size=batch_size)
     labels = labels_t.numpy().astype(np.int64) if labels_t is not None else None
-    return evaluate_images(images, labels, extractor=extractor, dataset=dataset, metrics=list(metrics),
-                           reference=reference, seed=seed, data_dir=data_dir, batch_size=batch_size, log=log)
+    return evaluate_images(images, labels, extractor=extractor, dataset=_reference_data(extractor, data),
+                           metrics=list(metrics), reference=reference, seed=seed, data_dir=data_dir,
+                           batch_size=batch_size, log=log)

@@ -1,12 +1,14 @@
-"""Load the shipped feature extractor and turn uint8 images into (features, class probabilities).
+"""Load a classifier feature extractor and turn uint8 images into (features, class probabilities).
 
-    ex = load_extractor("mnist")                   # checks the weights' SHA-256 against their record
-    feats, probs = ex.extract(images)              # uint8 (N, 1, H, W) → (N, 128) and (N, 10) float64
+    ex = load_extractor("mnist")                   # the shipped weights; checks their SHA-256 against their record
+    ex = load_extractor("folder", weights=PATH)    # weights written by 'dcgan eval train-classifier'
+    ex = load_classifier(data_cfg)                 # the shipped (MNIST) or cached classifier of a DataConfig
+    feats, probs = ex.extract(images)              # uint8 (N, C, H, W) → (N, 128) and (N, K) float64
     ex.protocol(images.shape)                      # what a result must say about how it was measured
 
-Images of another size than 28x28 are resized with the same bilinear, antialiased resize the
-data cache uses (`dcgan.data.prepare.resize`); the extractor refuses images that are not square
-or do not have one channel.
+Images of another size than the classifier's input are resized with the same bilinear,
+antialiased resize the data cache uses (`dcgan.data.prepare.resize`); the extractor refuses
+images that are not square or whose channel count differs from the classifier's.
 """
 
 from __future__ import annotations
@@ -20,7 +22,20 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .classifier import ARCH, DATASETS, FEATURE_DIM, INPUT_SIZE, MnistClassifier, default_weights_path, file_sha256, record_path
+from .classifier import (
+    ARCH,
+    ARCH_ANY,
+    DATASETS,
+    FEATURE_DIM,
+    INPUT_SIZE,
+    MnistClassifier,
+    SmallClassifier,
+    cached_weights_path,
+    default_weights_path,
+    file_sha256,
+    record_path,
+    train_command,
+)
 
 
 def as_uint8_images(images) -> np.ndarray:
@@ -44,6 +59,8 @@ class Extractor:
     channels: int = 1
     input_size: int = INPUT_SIZE
     feature_dim: int = FEATURE_DIM
+    arch: str = ARCH
+    weights: str = ""  # the weights file
 
     @property
     def device(self) -> torch.device:
@@ -60,16 +77,18 @@ class Extractor:
             raise UserError(f"images must be a 4-D array (N, C, H, W), got shape {tuple(shape)}")
         _, c, h, w = shape
         if c != self.channels:
+            kind = "grayscale" if self.channels == 1 else "RGB"
             raise UserError(
-                f"the {self.name} feature extractor needs {self.channels}-channel (grayscale) images, "
-                f"got {c} channels (shape {tuple(shape)})"
+                f"the {self.name} feature extractor needs {self.channels}-channel ({kind}) images, "
+                f"got {c} channels (shape {tuple(shape)}); use a classifier trained on {c}-channel data "
+                f"(dcgan eval train-classifier DATASET, then --classifier PATH)"
             )
         if h != w or h < 1:
             raise UserError(f"images must be square (H == W) to be resized to {self.input_size}x{self.input_size}, "
                             f"got {h}x{w}")
 
     def resize_note(self, shape: tuple[int, ...]) -> str:
-        """'none' or 'HxW->28x28': what `extract` does to images of this shape."""
+        """'none' or 'HxW->SxS': what `extract` does to images of this shape."""
         h, w = shape[2], shape[3]
         if (h, w) == (self.input_size, self.input_size):
             return "none"
@@ -78,7 +97,14 @@ class Extractor:
     def protocol(self, shape: tuple[int, ...] | None = None) -> dict[str, Any]:
         p = {"extractor": self.name, "extractor_sha256": self.sha256,
              "extractor_test_accuracy": self.record.get("test_accuracy"),
-             "input_size": [self.channels, self.input_size, self.input_size], "feature_dim": self.feature_dim}
+             "input_size": [self.channels, self.input_size, self.input_size], "feature_dim": self.feature_dim,
+             "extractor_arch": self.arch, "extractor_dataset": self.dataset,
+             "extractor_test_split": self.record.get("test_split", "test"),
+             "extractor_train_content_hash": self.record.get("train_content_hash"),
+             "extractor_classes": self.num_classes}
+        if self.arch != ARCH:  # trained by the user: where its weights are and on what data
+            p["extractor_weights"] = self.weights
+            p["extractor_data"] = self.record.get("data_identity")
         if shape is not None:
             p["resize"] = self.resize_note(shape)
         return p
@@ -108,10 +134,11 @@ class Extractor:
         return feats, probs
 
 
-def load_extractor(dataset: str = "mnist", device: str | torch.device = "cpu",
+def load_extractor(dataset: str | None = "mnist", device: str | torch.device = "cpu",
                    weights: str | Path | None = None) -> Extractor:
     """The classifier for `dataset` (the shipped weights unless `weights` is given), checked
-    against the SHA-256 in its JSON record, in eval mode on `device`."""
+    against the SHA-256 in its JSON record, in eval mode on `device`. With `weights`, `dataset`
+    None takes the dataset from the record; otherwise the record must name `dataset`."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -126,7 +153,8 @@ def load_extractor(dataset: str = "mnist", device: str | torch.device = "cpu",
             f"no feature extractor for {dataset!r}: {missing} does not exist. "
             + ("Weights are shipped only for mnist; train them with "
                f"'dcgan eval train-classifier {dataset}' (needs the {dataset} files)"
-               if weights is None else "give the .safetensors file written by 'dcgan eval train-classifier'")
+               if weights is None else "give the .safetensors file written by 'dcgan eval train-classifier' "
+                                       "(its .json record must lie beside it)")
         )
     try:
         record = json.loads(rec_path.read_text())
@@ -139,23 +167,67 @@ def load_extractor(dataset: str = "mnist", device: str | torch.device = "cpu",
             f"{path} does not match its record {rec_path.name}: sha256 {actual[:16]}… vs {expected[:16]}…; "
             f"the weights are damaged or were replaced — reinstall dcgan or retrain the classifier"
         )
-    if record.get("arch") != ARCH:
-        raise UserError(f"{rec_path}: architecture {record.get('arch')!r} is not {ARCH!r}, the one this dcgan reads")
+    arch = record.get("arch")
+    if arch not in (ARCH, ARCH_ANY):
+        raise UserError(f"{rec_path}: architecture {arch!r} is not one this dcgan reads ({ARCH}, {ARCH_ANY})")
+    if dataset is None:
+        dataset = record.get("dataset", "mnist")
     if record.get("dataset", dataset) != dataset:
-        raise UserError(f"{path} is the extractor of {record.get('dataset')!r}, not of {dataset!r}")
+        raise UserError(f"{path} is the extractor of {record.get('dataset')!r}, not of {dataset!r}; give the "
+                        f"classifier trained on {dataset} ('dcgan eval train-classifier {dataset}')")
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError) as e:
         raise UserError(f"{path} is not a readable safetensors file ({e})") from None
     num_classes = int(record.get("num_classes", 10))
-    model = MnistClassifier(num_classes)
+    if arch == ARCH:
+        channels, input_size = 1, INPUT_SIZE
+        model = MnistClassifier(num_classes)
+    else:
+        try:
+            channels, h, w = (int(v) for v in record["input_shape"])
+        except (KeyError, TypeError, ValueError):
+            raise UserError(f"{rec_path}: no valid input_shape [C, H, W]; retrain the classifier") from None
+        if h != w:
+            raise UserError(f"{rec_path}: input_shape {record['input_shape']} is not square; retrain the classifier")
+        input_size = h
+        model = SmallClassifier(num_classes, channels, input_size)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise UserError(f"{path}: the weights do not fit {ARCH} ({str(e).splitlines()[0]})") from None
+        raise UserError(f"{path}: the weights do not fit {arch} ({str(e).splitlines()[0]})") from None
     model.to(device).eval()
-    return Extractor(name=f"{ARCH}/{dataset}", dataset=dataset, sha256=actual, num_classes=num_classes,
-                     model=model, record=record)
+    return Extractor(name=f"{arch}/{dataset}", dataset=dataset, sha256=actual, num_classes=num_classes,
+                     model=model, record=record, channels=channels, input_size=input_size, arch=arch,
+                     weights=str(path))
+
+
+def find_classifier(data) -> Path | None:
+    """The weights file of the classifier that measures the data of DataConfig `data`: the shipped
+    one for mnist / fashion-mnist when it exists, else the one 'dcgan eval train-classifier' wrote
+    to the cache for this data (`classifier.cached_weights_path`); None when there is none."""
+    if data.dataset in DATASETS and default_weights_path(data.dataset).is_file():
+        return default_weights_path(data.dataset)
+    cached = cached_weights_path(data)
+    return cached if cached.is_file() and record_path(cached).is_file() else None
+
+
+def no_classifier_message(data) -> str:
+    where = f"{data.dataset}" + (f" (data.path={data.path})" if data.path else "")
+    return (f"no feature extractor for {data.dataset!r}: no classifier has been trained for {where}; train one with "
+            f"'{train_command(data)}' (it writes {cached_weights_path(data)}), or give --classifier PATH")
+
+
+def load_classifier(data, device: str | torch.device = "cpu", weights: str | Path | None = None) -> Extractor:
+    """The classifier extractor for DataConfig `data`: `weights` when given (its record must name
+    data.dataset), else `find_classifier(data)`; UserError saying how to train one when there is none."""
+    if weights is None:
+        weights = find_classifier(data)
+        if weights is None:
+            if data.dataset in DATASETS:
+                return load_extractor(data.dataset, device)  # says how to train it
+            raise UserError(no_classifier_message(data))
+    return load_extractor(data.dataset, device, weights)
 
 
 def extract(images, dataset: str = "mnist", device: str | torch.device = "cpu",

@@ -1,5 +1,8 @@
 """Evaluation during training: FID (and label accuracy, class coverage) of the EMA generator every
-`eval.every_kimg` thousand real images, the best-FID checkpoint, and the stop at `eval.target_fid`."""
+`eval.every_kimg` thousand real images, the best-FID checkpoint, and the stop at `eval.target_fid`.
+
+Features come from the project's classifier: the shipped one for MNIST, else the one
+'dcgan eval train-classifier' trained on the run's data (looked up in the cache at start)."""
 
 from __future__ import annotations
 
@@ -18,10 +21,22 @@ class Evaluator:
         if kind != "images":
             raise UserError("eval.every_kimg measures image models; toy runs report their own measures every tick "
                             "(set eval.every_kimg=0)")
-        from ..metrics.features import load_extractor
+        from ..data.sources import SOURCES
+        from ..metrics.features import load_classifier
 
-        load_extractor(cfg.data.dataset)  # fail at start, not after an hour, if there is no extractor
+        # fail at start, not after an hour, if there is no extractor: the shipped MNIST classifier, or
+        # one 'dcgan eval train-classifier' trained on this data (found in the cache)
+        ex = load_classifier(cfg.data)
+        self.weights = ex.weights
         self.cfg, self.dataset, self.data_dir_log = cfg.eval, cfg.data.dataset, log
+        self.data = cfg.data
+        self.reference = cfg.eval.reference
+        if self.reference not in SOURCES.get(cfg.data.dataset).splits:
+            self.reference = "train"
+            log(f"eval: {cfg.data.dataset} has no {cfg.eval.reference} split; FID is measured against train")
+        if ex.arch != "mnist-cnn-v1":
+            log(f"eval: features from {ex.name} (sha256 {ex.sha256[:12]}…, trained on {ex.dataset}, "
+                f"accuracy {ex.record.get('test_accuracy')})")
         self.conditional = cfg.model.conditional
         self.next_kimg = cfg.eval.every_kimg
         self.best_fid, self.best_step = math.inf, None
@@ -37,8 +52,8 @@ class Evaluator:
             self.next_kimg += self.cfg.every_kimg
         metrics = ("fid", "label_accuracy", "classes") if self.conditional else ("fid", "classes")
         t0 = time.perf_counter()
-        result = fid_of_generator(G, n=self.cfg.n, reference=self.cfg.reference, seed=0, dataset=self.dataset,
-                                  metrics=metrics)
+        result = fid_of_generator(G, n=self.cfg.n, reference=self.reference, seed=0, dataset=self.dataset,
+                                  metrics=metrics, data=self.data, weights=self.weights)
         result.pop("elapsed_s", None)
         result.pop("reference_cache", None)
         eval_s = time.perf_counter() - t0
