@@ -8,7 +8,6 @@ fp32 loop fed by a CPU `DataLoader` (what a user writes by hand) and reports the
 
 from __future__ import annotations
 
-import contextlib
 import resource
 import statistics
 import time
@@ -18,13 +17,15 @@ import numpy as np
 import torch
 
 from .config import Config
-from .data.loader import DeviceBatches
+from .data.loader import make_batches
 from .data.prepare import prepare
 from .losses import LOSSES
 from .models import build_discriminator, build_generator
+from .training.distributed import Ranks
 from .training.ema import EMA
-from .training.loop import pick_device
-from .training.steps import d_step, g_step, train_step
+from .training.health import FiniteGuard, Health
+from .training.loop import HEALTH_CHECK_EVERY, fast_path, pick_device
+from .training.steps import TrainStep, d_step, g_step
 
 # Dense bf16 / fp32 tensor throughput used for "fraction of peak"; unknown devices report none.
 PEAK_TFLOPS = {"H100": {"bf16": 989.0, "fp32": 67.0}, "H200": {"bf16": 989.0, "fp32": 67.0},
@@ -36,20 +37,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _autocast(device: torch.device, amp: str):
-    if amp == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def _models(cfg: Config, shape, num_classes, device, channels_last: bool):
-    G = build_generator(cfg.model, shape, num_classes).to(device)
-    D = build_discriminator(cfg.model, shape, num_classes).to(device)
-    if channels_last:
-        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+def _models(cfg: Config, shape, num_classes, device, memory_format=torch.preserve_format, fused: bool = True):
+    G = build_generator(cfg.model, shape, num_classes).to(device, memory_format=memory_format)
+    D = build_discriminator(cfg.model, shape, num_classes).to(device, memory_format=memory_format)
     o = cfg.optim
-    opt_g = torch.optim.Adam(G.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2))
-    opt_d = torch.optim.Adam(D.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2))
+    opt_g = torch.optim.Adam(G.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2), fused=fused)
+    opt_d = torch.optim.Adam(D.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2), fused=fused)
     return G, D, opt_g, opt_d
 
 
@@ -57,13 +50,13 @@ def flops_per_image(cfg: Config, shape, num_classes: int, batch: int = 8) -> flo
     """FLOPs of one training iteration (D step + G steps) per real image, counted on the CPU."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    G, D, opt_g, opt_d = _models(cfg, shape, num_classes, torch.device("cpu"), False)
+    G, D, opt_g, opt_d = _models(cfg, shape, num_classes, torch.device("cpu"))
     x = torch.zeros(batch, *shape)
-    y = torch.zeros(batch, dtype=torch.int64) if num_classes else None
-    gen = torch.Generator().manual_seed(0)
+    y = torch.zeros(batch, dtype=torch.int64)
+    step = TrainStep(G, D, opt_g, opt_d, LOSSES.get(cfg.loss.kind), cfg.loss, z_dim=cfg.model.z_dim,
+                     num_classes=num_classes, g_steps=cfg.optim.g_steps, gen=torch.Generator().manual_seed(0))
     with FlopCounterMode(display=False) as counter:
-        train_step(G, D, opt_g, opt_d, LOSSES.get(cfg.loss.kind), cfg.loss, x, y, gen,
-                   cfg.model.z_dim, num_classes, cfg.optim.g_steps)
+        step(x, y)
     return counter.get_total_flops() / batch
 
 
@@ -73,79 +66,96 @@ def _peak_memory(device: torch.device) -> dict[str, Any]:
     return {"peak_host_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
-def bench(cfg: Config, *, steps: int = 200, warmup: int = 20, windows: int = 5, amp: str = "none",
-          channels_last: bool = False, baseline: bool = False, baseline_workers: int = 2,
-          data_dir: str | None = None, log=None) -> dict[str, Any]:
+def bench(cfg: Config, *, steps: int = 200, warmup: int = 20, windows: int = 5, baseline: bool = False,
+          baseline_workers: int = 2, data_dir: str | None = None, log=None) -> dict[str, Any]:
+    """Time the training iteration exactly as `dcgan train` runs it on this device (train.precision,
+    channels_last, cuda_graphs and placement apply as in training)."""
     device = pick_device(cfg.train.device)
     torch.manual_seed(cfg.train.seed)
-    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.deterministic = cfg.train.deterministic  # as training sets them
+    torch.backends.cudnn.benchmark = not cfg.train.deterministic
     data = prepare(cfg.data, data_dir, log=log)
     K = data.num_classes if cfg.model.conditional else 0
     B = cfg.train.batch
+    fast = fast_path(cfg, device, data.kind, Ranks())
     loss = LOSSES.get(cfg.loss.kind)
-    batches = DeviceBatches(data.images, data.labels, B, cfg.train.seed, device)
-    G, D, opt_g, opt_d = _models(cfg, data.shape, K, device, channels_last)
+    batches = make_batches(data, B, cfg.train.seed, device, cfg.train.placement, cfg.train.prefetch, log=log)
+    G, D, opt_g, opt_d = _models(cfg, data.shape, K, device, fast.memory_format)
+    opt_g, opt_d = FiniteGuard(opt_g), FiniteGuard(opt_d)
+    health = Health([opt_g, opt_d], [G, D], cfg.train.max_bad_steps, cfg.train.max_rollbacks)
     ema = EMA(G, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
     gen = torch.Generator(device).manual_seed(cfg.train.seed)
+    step_fn = TrainStep(G, D, opt_g, opt_d, loss, cfg.loss, z_dim=cfg.model.z_dim, num_classes=K,
+                        g_steps=cfg.optim.g_steps, gen=gen, health=health, dtype=fast.dtype,
+                        channels_last=fast.memory_format == torch.channels_last, graphs=fast.graphs)
+    check_every = 1 if device.type == "cpu" else HEALTH_CHECK_EVERY
+    tick_sums = torch.zeros(4, device=device)
+    if fast.graphs:  # the capture happens after the eager warm-up steps; time only replays
+        warmup = max(warmup, step_fn.warmup + 2)
 
-    def iteration(step: int) -> torch.Tensor:
+    def iteration(step: int) -> None:  # what the training loop does per step, minus its ticks
+        nonlocal tick_sums
         x, y = batches.get(step)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(device, amp):
-            stats = train_step(G, D, opt_g, opt_d, loss, cfg.loss, x, y, gen, cfg.model.z_dim, K, cfg.optim.g_steps)
+        stats = step_fn(x, y)
+        if (step + 1) % check_every == 0:
+            health.check()
         if ema is not None:
             ema.update(G, step)
-        return stats
+        tick_sums += stats.nan_to_num(0.0)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    t0 = time.perf_counter()
-    for s in range(warmup):
-        iteration(s)
-    _sync(device)
-    warmup_s = time.perf_counter() - t0
+    with batches:
+        t0 = time.perf_counter()
+        for s in range(warmup):
+            iteration(s)
+        _sync(device)
+        warmup_s = time.perf_counter() - t0
 
-    per_window = max(1, steps // windows)
-    rates, step = [], warmup
-    for _ in range(windows):
-        t = time.perf_counter()
-        for _ in range(per_window):
-            iteration(step)
+        per_window = max(1, steps // windows)
+        rates, step = [], warmup
+        for _ in range(windows):
+            t = time.perf_counter()
+            for _ in range(per_window):
+                iteration(step)
+                step += 1
+            _sync(device)
+            rates.append(per_window * B / (time.perf_counter() - t))
+
+        # D step and G step timed apart, eagerly (synchronising around each, so slightly pessimistic)
+        d_ms, g_ms = [], []
+        for _ in range(max(5, per_window // 2)):
+            x, y = batches.get(step)
             step += 1
-        _sync(device)
-        rates.append(per_window * B / (time.perf_counter() - t))
-
-    # D step and G step timed apart (synchronising around each, so slightly pessimistic)
-    d_ms, g_ms = [], []
-    for _ in range(max(5, per_window // 2)):
-        x, y = batches.get(step)
-        step += 1
-        z = torch.randn(B, cfg.model.z_dim, device=device, generator=gen)
-        yf = torch.randint(K, (B,), device=device, generator=gen) if K else None
-        _sync(device)
-        t = time.perf_counter()
-        with _autocast(device, amp):
-            fake, *_ = d_step(G, D, opt_d, loss, cfg.loss, x, y if K else None, z, yf)
-        _sync(device)
-        t1 = time.perf_counter()
-        with _autocast(device, amp):
-            g_step(D, opt_g, loss, cfg.loss, fake, yf)
-        _sync(device)
-        d_ms.append((t1 - t) * 1e3)
-        g_ms.append((time.perf_counter() - t1) * 1e3)
+            if fast.memory_format == torch.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            z = torch.randn(B, cfg.model.z_dim, device=device, generator=gen)
+            yf = torch.randint(K, (B,), device=device, generator=gen) if K else None
+            _sync(device)
+            t = time.perf_counter()
+            fake, *_ = d_step(G, D, opt_d, loss, cfg.loss, x, y if K else None, z, yf, fast.dtype)
+            _sync(device)
+            t1 = time.perf_counter()
+            g_step(D, opt_g, loss, cfg.loss, fake, yf, fast.dtype)
+            _sync(device)
+            d_ms.append((t1 - t) * 1e3)
+            g_ms.append((time.perf_counter() - t1) * 1e3)
 
     img_s = statistics.median(rates)
     fpi = flops_per_image(cfg, data.shape, K)
     achieved = img_s * fpi / 1e12
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
-    peak_tflops = peak["bf16" if amp == "bf16" else "fp32"] if peak else None
+    precision = "bf16" if fast.dtype == torch.bfloat16 else "fp32"
+    peak_tflops = peak[precision] if peak else None
     result = {
-        "device": name, "batch": B, "amp": amp, "channels_last": channels_last, "cuda_graphs": False,
+        "device": name, "batch": B, "precision": precision,
+        "channels_last": fast.memory_format == torch.channels_last, "cuda_graphs": fast.graphs,
+        "placement": batches.placement,
         "img_per_s": img_s, "img_per_s_windows": rates, "steps_timed": per_window * windows,
+        "ms_per_iteration": 1e3 * B / img_s,
         "ms_per_d_step": statistics.median(d_ms), "ms_per_g_step": statistics.median(g_ms),
-        "warmup_s": warmup_s, "capture_s": None,
+        "warmup_s": warmup_s, "capture_s": step_fn.capture_s,
         "flops_per_image": fpi, "achieved_tflops": achieved,
         "peak_tflops": peak_tflops, "fraction_of_peak": achieved / peak_tflops if peak_tflops else None,
         **_peak_memory(device),
@@ -177,7 +187,7 @@ def baseline_img_per_s(cfg: Config, images: np.ndarray, labels: np.ndarray, K: i
     """The same model trained in a plain eager fp32 loop fed by a CPU DataLoader; real img/s."""
     B = cfg.train.batch
     torch.manual_seed(cfg.train.seed)
-    G, D, opt_g, opt_d = _models(cfg, tuple(images.shape[1:]), K, device, False)
+    G, D, opt_g, opt_d = _models(cfg, tuple(images.shape[1:]), K, device, fused=False)  # torch's default Adam
     loss = LOSSES.get(cfg.loss.kind)
     loader = torch.utils.data.DataLoader(_HandWrittenDataset(images, labels), batch_size=B, shuffle=True,
                                          drop_last=True, num_workers=workers,

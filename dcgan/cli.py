@@ -51,7 +51,10 @@ def cmd_train(args) -> int:
     # a bar on a terminal, else one line per tick (CI logs); --quiet: only the summary below
     progress = TrainProgress(quiet=args.quiet)
     summary = train(cfg, out, resume=args.resume, data_dir=args.data_dir, log=progress.log, progress=progress)
-    print(json.dumps(summary))
+    from .training.distributed import launched
+
+    if launched().main:  # under torchrun, one summary (rank 0's, with every rank's weight digest)
+        print(json.dumps(summary))
     return 0
 
 
@@ -123,7 +126,7 @@ def cmd_experiment(args) -> int:
 
 def cmd_prepare(args) -> int:
     from .config import SUPPORTED_RESOLUTIONS, Config, parse_set
-    from .data.prepare import prepare
+    from .data.prepare import default_workers, prepare
 
     if args.resolution != 0 and args.resolution not in SUPPORTED_RESOLUTIONS:
         raise UserError(f"--resolution {args.resolution} is not supported; use 0 (native) or one of "
@@ -140,8 +143,10 @@ def cmd_prepare(args) -> int:
     cfg.validate()
     from .progress import showing
 
-    with showing():  # a bar over resizing on a terminal
-        ds = prepare(cfg.data, args.data_dir, log=lambda m: print(m, file=sys.stderr))
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers {args.workers}: give at least 1 (default: one per CPU, {default_workers()})")
+    with showing():  # bars over decoding and resizing on a terminal
+        ds = prepare(cfg.data, args.data_dir, log=lambda m: print(m, file=sys.stderr), workers=args.workers)
     print(json.dumps({"dataset": args.dataset, "split": args.split, "n": len(ds), "shape": list(ds.shape),
                       "classes": ds.num_classes, "content_hash": ds.meta["content_hash"]}))
     return 0
@@ -151,13 +156,14 @@ def cmd_bench(args) -> int:
     from .bench import bench
     from .config import resolve
 
-    flags = {"train.batch": args.batch, "train.device": args.device}
+    flags = {"train.batch": args.batch, "train.device": args.device, "train.precision": args.precision,
+             "train.channels_last": args.channels_last, "train.cuda_graphs": args.graphs,
+             "train.placement": args.placement}
     cfg, _ = resolve(args.preset, args.set or [], flags)
     if args.steps < 1 or args.warmup < 0 or args.windows < 1:
         raise UserError("--steps and --windows must be >= 1 and --warmup >= 0")
-    result = bench(cfg, steps=args.steps, warmup=args.warmup, windows=args.windows, amp=args.amp,
-                   channels_last=args.channels_last, baseline=args.baseline, data_dir=args.data_dir,
-                   log=lambda m: print(m, file=sys.stderr))
+    result = bench(cfg, steps=args.steps, warmup=args.warmup, windows=args.windows, baseline=args.baseline,
+                   data_dir=args.data_dir, log=lambda m: print(m, file=sys.stderr))
     print(json.dumps({"preset": args.preset, **result}))
     return 0
 
@@ -260,8 +266,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--warmup", type=int, default=20, help="untimed iterations first (default 20)")
     s.add_argument("--windows", type=int, default=5, help="timing windows; the median is reported (default 5)")
     s.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    s.add_argument("--amp", choices=["none", "bf16"], default="none", help="autocast precision (losses stay fp32)")
-    s.add_argument("--channels-last", action="store_true", help="channels_last memory format for G, D and data")
+    # the fast path as training uses it on this device, unless overridden (each is a train.* key)
+    s.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="autocast precision (default auto: bf16 on CUDA)")
+    s.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels_last memory format on CUDA (default on)")
+    s.add_argument("--graphs", action=argparse.BooleanOptionalAction, default=None,
+                   help="capture the iteration in a CUDA graph (default on, CUDA only)")
+    s.add_argument("--placement", choices=["auto", "device", "stream"],
+                   help="training data in device memory or streamed from pinned host memory (default auto)")
     s.add_argument("--baseline", action="store_true",
                    help="also time the same model in a plain eager fp32 loop fed by a CPU DataLoader, and the ratio")
     s.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
@@ -279,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", metavar="data.KEY=VALUE",
                    help="other data settings, e.g. data.path=DIR, data.crop=108, data.classes=[7]")
     s.add_argument("--data-dir")
+    s.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="processes that decode an image folder (default: one per CPU)")
     s.set_defaults(func=cmd_prepare)
 
     s = sub.add_parser("report", help="write RUN/report.html: curves, grids, metrics, config (one self-contained file)")

@@ -79,7 +79,9 @@ class TrainConfig:
     checkpoint_every: int = 500  # steps between checkpoints (one is always written at the end)
     keep_checkpoints: int = 3
     ema_decay: float = 0.999  # 0 disables the EMA generator
-    deterministic: bool = True  # deterministic kernels on CUDA (slower); CPU is always deterministic
+    # true: deterministic cuDNN kernels and no CUDA graph, so a CUDA run repeats bitwise (slower);
+    # false: cuDNN picks the fastest kernels. CPU runs are always bitwise repeatable.
+    deterministic: bool = False
     num_threads: int = 0  # CPU threads for torch; 0 = torch's default
     max_bad_steps: int = 10  # consecutive steps with non-finite gradients (skipped) before a rollback
     max_rollbacks: int = 3  # rollbacks to the last good checkpoint before the run stops with an error
@@ -217,6 +219,7 @@ RESUMABLE_CHANGES = {
     "train.steps", "train.tick_every", "train.checkpoint_every", "train.keep_checkpoints",
     "train.device", "train.num_threads", "train.tensorboard",
     "train.placement", "train.prefetch", "train.precision", "train.channels_last", "train.cuda_graphs",
+    "train.deterministic",
 }
 
 

@@ -15,10 +15,16 @@ Rules:
   images, rounded down to a supported resolution). An image smaller than the crop, or whose crop
   is smaller than the resolution, is an error (listed): upscaling would make blurry training data
   without saying so; lower data.resolution / data.crop or remove those images.
+* Decoding: two passes over the files, both split into runs of consecutive files over worker
+  processes (`dcgan prepare --workers N`, default all CPUs): the headers (sizes, grey or colour:
+  the rules above need all of them), then the pixels, each worker writing its rows straight into
+  the cache entry's memory-mapped images.npy. The result is the same for any number of workers.
 """
 
 from __future__ import annotations
 
+import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -62,25 +68,160 @@ def _resize_one(a: np.ndarray, size: int) -> np.ndarray:
     return y[0].round().clamp(0, 255).to(torch.uint8).numpy()
 
 
-def read_images(items: list[tuple[str, object]], cfg: DataConfig, where: str, log=None,
-                open_item=None) -> tuple[np.ndarray, list[int]]:
-    """Decode, crop and resize images. `items` are (name, handle) pairs; `open_item(handle)` gives
-    a PIL image (default: Image.open(handle)). Returns uint8 (N, C, R, R) and the indices of
-    `items` that were read (unreadable ones skipped unless data.strict)."""
-    from PIL import Image, UnidentifiedImageError
+def open_path(handle) -> "Image.Image":
+    """A file's image (the default `open_item`)."""
+    from PIL import Image
 
-    open_item = open_item or (lambda h: Image.open(h))
-    bad: list[str] = []
-    heads = []  # (index, size, grey)
-    for i, (name, handle) in enumerate(items):
+    return Image.open(handle)
+
+
+def open_bytes(handle: bytes) -> "Image.Image":
+    """An encoded image held in memory (lmdb values)."""
+    from PIL import Image
+
+    return Image.open(io.BytesIO(handle))
+
+
+# What a file that is not a readable image raises (PIL's UnidentifiedImageError is an OSError;
+# a truncated file fails with OSError only when decoded).
+_UNREADABLE = (OSError, ValueError, SyntaxError)
+
+
+def _scan_chunk(chunk: list[tuple[int, object]], open_item) -> list[tuple[int, object, object]]:
+    """Headers of `chunk` = [(index, handle)]: (index, (w, h), grey) per image, (index, None,
+    error name) per unreadable file."""
+    out = []
+    for i, handle in chunk:
         try:
             with open_item(handle) as im:
-                heads.append((i, im.size, im.mode in GREY_MODES))
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-            if cfg.strict:
-                raise UserError(f"{where}: {name} is not a readable image ({type(e).__name__}); remove it, "
-                                f"or drop data.strict to skip such files") from None
-            bad.append(name)
+                out.append((i, im.size, im.mode in GREY_MODES))
+        except _UNREADABLE as e:
+            out.append((i, None, type(e).__name__))
+    return out
+
+
+def _decode_one(handle, open_item, mode: str, crop: int, res: int) -> np.ndarray:
+    """One image as uint8 (C, res, res): converted to `mode`, centre-cropped, resized."""
+    with open_item(handle) as im:
+        im = im.convert(mode)
+        im = im.crop(_crop_box(im.size[0], im.size[1], crop))
+        a = np.asarray(im, dtype=np.uint8)
+    a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)  # (C, h, w)
+    return _resize_one(a, res)
+
+
+_WORKER_OUT: dict[str, np.ndarray] = {}  # in a worker process: the output files it has opened, by path
+
+
+def _decode_chunk(chunk: list[tuple[int, object]], open_item, mode: str, crop: int, res: int,
+                  out) -> list[tuple[int, str]]:
+    """Decode `chunk` = [(row, handle)] into rows of `out`: a uint8 (N, C, res, res) array, or the
+    path of a .npy file holding one (worker processes open it memory-mapped, once). Returns
+    (row, error name) for each file that failed to decode (its row is left as it was)."""
+    if isinstance(out, str):
+        if out not in _WORKER_OUT:
+            _WORKER_OUT[out] = np.load(out, mmap_mode="r+")
+        out = _WORKER_OUT[out]
+    bad = []
+    for row, handle in chunk:
+        try:
+            out[row] = _decode_one(handle, open_item, mode, crop, res)
+        except _UNREADABLE as e:  # a truncated file fails only on decoding
+            bad.append((row, type(e).__name__))
+    return bad
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)  # the processes are the parallelism; one thread each avoids oversubscription
+
+
+def _pool(workers: int):
+    """A pool of `workers` processes (fork where the platform has it: no re-import per worker)."""
+    import multiprocessing as mp
+
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    return mp.get_context(method).Pool(workers, initializer=_init_worker)
+
+
+def _chunks(jobs: list, workers: int, most: int = 256) -> list[list]:
+    """`jobs` cut into runs of consecutive items, enough of them to keep every worker busy."""
+    size = max(1, min(most, -(-len(jobs) // (workers * 8))))
+    return [jobs[k : k + size] for k in range(0, len(jobs), size)]
+
+
+def _run(pool, fn, chunks: list[list], args: tuple, desc: str):
+    """fn(chunk, *args) for every chunk, in the pool (or here when pool is None), with a bar over
+    the items (shown inside progress.showing()); yields the results as they come."""
+    from ..progress import steps
+
+    bar = steps(range(sum(map(len, chunks))), desc=desc, unit="img")  # a tqdm bar, or the range itself
+    jobs = [(fn, c, args) for c in chunks]
+    try:
+        for n, result in (map(_star, jobs) if pool is None else pool.imap_unordered(_star, jobs)):
+            if hasattr(bar, "update"):
+                bar.update(n)
+            yield result
+    finally:
+        if hasattr(bar, "close"):
+            bar.close()
+
+
+def _star(job):
+    fn, chunk, args = job
+    return len(chunk), fn(chunk, *args)
+
+
+def _unreadable(where: str, name: str, err: str) -> UserError:
+    return UserError(f"{where}: {name} is not a readable image ({err}); remove it, "
+                     f"or drop data.strict to skip such files")
+
+
+def read_images(items: list[tuple[str, object]], cfg: DataConfig, where: str, log=None,
+                open_item=None, workers: int = 1, out: Path | None = None) -> tuple[np.ndarray, list[int]]:
+    """Decode, crop and resize images. `items` are (name, handle) pairs; `open_item(handle)` gives
+    a PIL image (default: open_path; with workers > 1 it must be a module-level function, as
+    open_path and open_bytes are). Returns uint8 (N, C, R, R) and the indices of `items` that
+    were read (unreadable ones skipped unless data.strict).
+
+    `workers` processes read the headers and then decode, each a run of consecutive images at a
+    time; the result does not depend on their number. With `out` (a .npy path) the images are
+    written straight into that file, memory-mapped, and the returned array maps it: a dataset
+    larger than memory can be decoded. Without `out` they are decoded here, into memory."""
+    open_item = open_item or open_path
+    if out is None:
+        workers = 1  # the workers write into a file; in memory, decode here
+    workers = max(1, min(workers, len(items)))
+    pool = _pool(workers) if workers > 1 else None
+    threads = torch.get_num_threads()
+    if pool is None:
+        torch.set_num_threads(1)  # per-image resizes are too small to share between threads (4x slower with 2)
+    try:
+        result = _read_images(items, cfg, where, log, open_item, workers, out, pool)
+    except BaseException:
+        if pool is not None:
+            pool.terminate()  # an error (or Ctrl-C): stop decoding what is no longer wanted
+        raise
+    finally:
+        torch.set_num_threads(threads)
+    if pool is not None:
+        pool.close()
+        pool.join()
+    return result
+
+
+def _read_images(items, cfg, where, log, open_item, workers, out, pool) -> tuple[np.ndarray, list[int]]:
+    # ---- pass 1: headers (size, grey or colour) of every file, in parallel; kept in item order
+    scanned = []
+    for part in _run(pool, _scan_chunk, _chunks([(i, h) for i, (_, h) in enumerate(items)], workers),
+                     (open_item,), "scan"):
+        scanned.extend(part)
+    scanned.sort(key=lambda r: r[0])
+    unreadable = [(i, err) for i, size, err in scanned if size is None]
+    if unreadable and cfg.strict:
+        i, err = unreadable[0]
+        raise _unreadable(where, items[i][0], err)
+    bad: list[str] = [items[i][0] for i, _ in unreadable]
+    heads = [(i, size, grey) for i, size, grey in scanned if size is not None]  # (index, (w, h), grey)
     if not heads:
         raise UserError(f"{where} holds no readable image (PNG, JPEG, WebP, ...)"
                         + (f"; {len(bad)} unreadable file(s), e.g. {', '.join(bad[:3])}" if bad else ""))
@@ -103,37 +244,62 @@ def read_images(items: list[tuple[str, object]], cfg: DataConfig, where: str, lo
         raise UserError(f"{where}: {len(small)} image(s) are smaller than data.resolution={res} after cropping "
                         f"(images are never upscaled), e.g. {', '.join(small[:3])}; lower data.resolution or "
                         f"remove them")
+
+    # ---- pass 2: decode row k of the output from heads[k], in parallel
     mode = "RGB" if channels == 3 else "L"
-    out, kept = [], []
-    for i, _, _ in heads:
-        name, handle = items[i]
-        try:
-            with open_item(handle) as im:
-                im = im.convert(mode)
-                im = im.crop(_crop_box(im.size[0], im.size[1], cfg.crop))
-                a = np.asarray(im, dtype=np.uint8)
-        except (OSError, ValueError, SyntaxError) as e:  # a truncated file fails only on decoding
-            if cfg.strict:
-                raise UserError(f"{where}: {name} is not a readable image ({type(e).__name__}); remove it, "
-                                f"or drop data.strict to skip such files") from None
-            bad.append(name)
-            continue
-        a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)  # (C, h, w)
-        out.append(_resize_one(a, res))
-        kept.append(i)
+    shape = (len(heads), channels, res, res)
+    if out is None:
+        images = np.empty(shape, dtype=np.uint8)
+        target = images
+    else:
+        images = np.lib.format.open_memmap(out, mode="w+", dtype=np.uint8, shape=shape)
+        target = str(out) if pool is not None else images
+    jobs = [(k, items[i][1]) for k, (i, _, _) in enumerate(heads)]
+    failed = []
+    for part in _run(pool, _decode_chunk, _chunks(jobs, workers), (open_item, mode, cfg.crop, res, target), "decode"):
+        failed.extend(part)
+    failed.sort()
+    if failed and cfg.strict:
+        k, err = failed[0]
+        raise _unreadable(where, items[heads[k][0]][0], err)
+    bad += [items[heads[k][0]][0] for k, _ in failed]
     if bad and log:
         log(f"{where}: skipped {len(bad)} unreadable file(s): {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
-    if not out:
+    gone = {k for k, _ in failed}
+    rows = [k for k in range(len(heads)) if k not in gone]
+    if not rows:
         raise UserError(f"{where} holds no readable image")
-    return np.stack(out), kept
+    kept = [heads[k][0] for k in rows]
+    if gone:  # files that failed only when decoded: keep the other rows, in order
+        images = _take_rows(images, rows, out)
+    elif out is not None:
+        images.flush()
+    return images, kept
+
+
+def _take_rows(images: np.ndarray, rows: list[int], out: Path | None, chunk: int = 4096) -> np.ndarray:
+    """images[rows], in memory, or (with `out`, the file `images` maps) written chunk by chunk to
+    a new file that then replaces `out`."""
+    if out is None:
+        return images[rows]
+    out = Path(out)
+    part = out.with_name(out.stem + ".part.npy")
+    dst = np.lib.format.open_memmap(part, mode="w+", dtype=images.dtype, shape=(len(rows), *images.shape[1:]))
+    for k in range(0, len(rows), chunk):
+        dst[k : k + chunk] = images[rows[k : k + chunk]]
+    dst.flush()
+    del images, dst
+    os.replace(part, out)
+    return np.load(out, mmap_mode="r+")
 
 
 def folder_root(root: Path, cfg: DataConfig, default: str) -> Path:
     return Path(cfg.path).expanduser() if cfg.path else root / default
 
 
-def load_folder(folder: Path, cfg: DataConfig, what: str, how: str, log=None) -> RawData:
-    """Read an image folder as described in the module docstring."""
+def load_folder(folder: Path, cfg: DataConfig, what: str, how: str, log=None, into=None) -> RawData:
+    """Read an image folder as described in the module docstring; with `into` (a
+    sources.DecodeTarget) in into.workers processes, into the memory-mapped file into.path."""
     if not folder.is_dir():
         raise UserError(f"{what}: {folder} is not a folder. {how}")
     files = all_files = list_files(folder)
@@ -154,6 +320,7 @@ def load_folder(folder: Path, cfg: DataConfig, what: str, how: str, log=None) ->
     else:
         labels_of = [0] * len(files)
     items = [(f.relative_to(folder).as_posix(), f) for f in files]
-    images, kept = read_images(items, cfg, str(folder), log)
+    workers, out = (into.workers, into.path) if into is not None else (1, None)
+    images, kept = read_images(items, cfg, str(folder), log, workers=workers, out=out)
     labels = np.asarray([labels_of[i] for i in kept], dtype=np.int64)
     return RawData(images=images, labels=labels, class_names=class_names, files=all_files)

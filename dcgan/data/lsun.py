@@ -5,7 +5,6 @@ data.mdb, each value one encoded image — WebP or JPEG). Read with the optional
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 from ..errors import UserError
@@ -20,15 +19,13 @@ def lmdb_files(path: Path) -> list[Path]:
     return [path / "data.mdb"] if path.is_dir() else [path]
 
 
-def load_lmdb(path: Path, cfg, log=None) -> RawData:
+def load_lmdb(path: Path, cfg, log=None, into=None) -> RawData:
     try:
         import lmdb
     except ImportError:
         raise UserError(f"{path} is an lmdb database; reading it needs the lmdb package: pip install 'dcgan[lsun]' "
                         f"(or export its images to a folder and point data.path there)") from None
-    from PIL import Image
-
-    from .folder import read_images
+    from .folder import open_bytes, read_images
 
     folder = path if path.is_dir() else path.parent
     env = lmdb.open(str(folder), readonly=True, lock=False, readahead=False, meminit=False, subdir=True)
@@ -39,7 +36,8 @@ def load_lmdb(path: Path, cfg, log=None) -> RawData:
         env.close()
     if not items:
         raise UserError(f"the lmdb database {folder} is empty")
-    images, kept = read_images(items, cfg, str(folder), log, open_item=lambda b: Image.open(io.BytesIO(b)))
+    workers, out = (into.workers, into.path) if into is not None else (1, None)
+    images, kept = read_images(items, cfg, str(folder), log, open_item=open_bytes, workers=workers, out=out)
     import numpy as np
 
     return RawData(images=images, labels=np.zeros(len(images), dtype=np.int64), class_names=[],

@@ -7,6 +7,14 @@ cache version; for synthetic points the generator's parameters and seeds), so a 
 or setting never reads a stale entry. meta.json holds the shape, class names and a SHA-256 of
 the content. Entries are written to a temporary folder and renamed into place, so a crash never
 leaves a half-written entry.
+
+images.npy is one uncompressed .npy file, read memory-mapped: training streams batches from it
+(data/loader.py) without holding it in memory. Image folders are decoded by worker processes
+straight into that file in the temporary folder (np.lib.format.open_memmap), as are class
+selections and resizes of memory-mapped data, so an entry larger than memory can be built. The
+entry is not split into shards: a memory map already pages a file of any size in and out, one
+file keeps every reader a plain np.ndarray (np.memmap), and file systems that hold a dataset of
+that size hold a file of that size.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +34,7 @@ import torch.nn.functional as F
 
 from ..config import DataConfig
 from ..errors import UserError
-from .sources import SOURCES, kind_of
+from .sources import SOURCES, DecodeTarget, kind_of
 
 CACHE_VERSION = 1
 
@@ -68,11 +77,16 @@ class Dataset:
         return len(self.images)
 
 
-def resize(images: np.ndarray, size: int, chunk: int = 4096) -> np.ndarray:
-    """Bilinear, antialiased resize of uint8 (N, C, H, W) to (N, C, size, size)."""
+def resize(images: np.ndarray, size: int, chunk: int = 4096, out: Path | None = None) -> np.ndarray:
+    """Bilinear, antialiased resize of uint8 (N, C, H, W) to (N, C, size, size); into the new
+    memory-mapped .npy file `out` when given, else into memory."""
     if images.shape[2] == size and images.shape[3] == size:
         return images
-    out = np.empty((len(images), images.shape[1], size, size), dtype=np.uint8)
+    shape = (len(images), images.shape[1], size, size)
+    if out is not None:
+        out = np.lib.format.open_memmap(out, mode="w+", dtype=np.uint8, shape=shape)
+    else:
+        out = np.empty(shape, dtype=np.uint8)
     from ..progress import steps  # a bar only inside progress.showing() (dcgan prepare / eval)
 
     for i in steps(range(0, len(images), chunk), desc="resize", unit="chunk"):
@@ -102,8 +116,10 @@ def _key(cfg: DataConfig, files: list[Path], version: str = "", full_paths: bool
 
 
 def filter_classes(images: np.ndarray, labels: np.ndarray, class_names: list[str], keep: list[int],
-                   dataset: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Keep the examples of the classes `keep` (data.classes), relabelled 0..len(keep)-1 in that order."""
+                   dataset: str, out: Path | None = None,
+                   chunk: int = 4096) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Keep the examples of the classes `keep` (data.classes), relabelled 0..len(keep)-1 in that
+    order; the kept examples go into the new memory-mapped .npy file `out` when given."""
     if not class_names:
         raise UserError(f"data.classes={keep}: {dataset} has no labels to filter by; drop data.classes "
                         f"(image folders: set data.labels_from_subfolders=true)")
@@ -117,7 +133,17 @@ def filter_classes(images: np.ndarray, labels: np.ndarray, class_names: list[str
     mask = new >= 0
     if not mask.any():
         raise UserError(f"data.classes={keep}: {dataset} has no examples of these classes")
-    return images[mask], new[mask], [class_names[c] for c in keep]
+    names = [class_names[c] for c in keep]
+    if mask.all():
+        return images, new, names
+    if out is None:
+        return images[mask], new[mask], names
+    rows = np.flatnonzero(mask)
+    dst = np.lib.format.open_memmap(out, mode="w+", dtype=images.dtype, shape=(len(rows), *images.shape[1:]))
+    for i in range(0, len(rows), chunk):
+        dst[i : i + chunk] = images[rows[i : i + chunk]]
+    dst.flush()
+    return dst, new[mask], names
 
 
 def content_hash(images: np.ndarray, labels: np.ndarray) -> str:
@@ -129,11 +155,21 @@ def content_hash(images: np.ndarray, labels: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def prepare(cfg: DataConfig, root: str | os.PathLike | None = None, log=None) -> Dataset:
-    """Return the dataset `cfg` names, building its cache entry on first use."""
+def default_workers() -> int:
+    """Decoding processes when none are asked for: one per CPU."""
+    return os.cpu_count() or 1
+
+
+def prepare(cfg: DataConfig, root: str | os.PathLike | None = None, log=None, workers: int | None = None) -> Dataset:
+    """Return the dataset `cfg` names, building its cache entry on first use. `workers`: the
+    processes that decode an image folder (default_workers() when None); the entry is the same
+    for any number."""
     source = SOURCES.get(cfg.dataset)
     if cfg.split not in source.splits:
         raise UserError(f"dataset {cfg.dataset} has no split {cfg.split!r}; choose from [{', '.join(source.splits)}]")
+    workers = default_workers() if workers is None else int(workers)
+    if workers < 1:
+        raise UserError(f"workers={workers}: give at least 1 decoding process (dcgan prepare --workers N)")
     root = data_root(root)
     full = source.configured  # folder-like sources: files named by their full paths in the key
     wanted = source.files(root, cfg.split, cfg) if source.configured else source.files(root, cfg.split)
@@ -144,45 +180,69 @@ def prepare(cfg: DataConfig, root: str | os.PathLike | None = None, log=None) ->
         if (entry / "meta.json").is_file():
             return _read_entry(entry)
 
-    # downloads what is missing, verifies checksums; synthetic: draws; folders: decode, crop, resize
-    raw = source.load(root, cfg.split, cfg, log) if source.configured else source.load(root, cfg.split)
-    if cfg.classes:
-        raw.images, raw.labels, raw.class_names = filter_classes(raw.images, raw.labels, raw.class_names,
-                                                                 list(cfg.classes), cfg.dataset)
-    if cfg.resolution and kind_of(raw.images.shape[1:]) != "images":
-        raise UserError(f"data.resolution={cfg.resolution}: {cfg.dataset} holds points, not images; leave data.resolution at 0")
-    images = resize(raw.images, cfg.resolution) if cfg.resolution else raw.images
-    meta = {
-        "dataset": cfg.dataset,
-        "split": cfg.split,
-        "resolution": cfg.resolution,
-        **({"classes": list(cfg.classes)} if cfg.classes else {}),
-        "shape": list(images.shape),
-        "class_names": raw.class_names,
-        "content_hash": content_hash(images, raw.labels),
-        "cache_version": CACHE_VERSION,
-    }
-    entry = cache_root() / f"{cfg.dataset}-{cfg.split}-{cfg.resolution or 'native'}-{_key(cfg, raw.files, source.version, full)}"
-    _write_entry(entry, images, raw.labels, meta)
-    if log:
-        log(f"prepared {cfg.dataset}/{cfg.split}: {images.shape[0]} {kind_of(images.shape[1:])} {tuple(images.shape[1:])} → {entry}")
-    return Dataset(images, raw.labels, meta)
-
-
-def _write_entry(entry: Path, images: np.ndarray, labels: np.ndarray, meta: dict) -> None:
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=entry.parent))
+    started = time.perf_counter()
+    cache_root().mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_root()))  # the entry being built; renamed into place at the end
     try:
-        np.save(tmp / "images.npy", images)
-        np.save(tmp / "labels.npy", labels)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        try:
-            os.rename(tmp, entry)
-        except OSError:  # another process wrote the same entry first: theirs is as good as ours
-            shutil.rmtree(tmp, ignore_errors=True)
+        # downloads what is missing, verifies checksums; synthetic: draws; folders: decode, crop, resize
+        if source.decodes:  # straight into a memory-mapped file of the entry
+            raw = source.load(root, cfg.split, cfg, log, DecodeTarget(tmp / "decoded.npy", workers))
+        elif source.configured:
+            raw = source.load(root, cfg.split, cfg, log)
+        else:
+            raw = source.load(root, cfg.split)
+        images, labels, class_names = raw.images, raw.labels, raw.class_names
+        if cfg.classes:
+            images, labels, class_names = filter_classes(
+                images, labels, class_names, list(cfg.classes), cfg.dataset,
+                out=tmp / "selected.npy" if isinstance(images, np.memmap) else None)
+        if cfg.resolution and kind_of(images.shape[1:]) != "images":
+            raise UserError(f"data.resolution={cfg.resolution}: {cfg.dataset} holds points, not images; leave data.resolution at 0")
+        if cfg.resolution:
+            images = resize(images, cfg.resolution, out=tmp / "resized.npy")
+        meta = {
+            "dataset": cfg.dataset,
+            "split": cfg.split,
+            "resolution": cfg.resolution,
+            **({"classes": list(cfg.classes)} if cfg.classes else {}),
+            "shape": list(images.shape),
+            "class_names": class_names,
+            "content_hash": content_hash(images, labels),
+            "cache_version": CACHE_VERSION,
+        }
+        entry = cache_root() / f"{cfg.dataset}-{cfg.split}-{cfg.resolution or 'native'}-{_key(cfg, raw.files, source.version, full)}"
+        del raw
+        _write_entry(entry, tmp, images, labels, meta)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if log:
+        took = time.perf_counter() - started
+        log(f"prepared {cfg.dataset}/{cfg.split}: {images.shape[0]} {kind_of(images.shape[1:])} {tuple(images.shape[1:])} "
+            f"in {took:.1f} s ({images.shape[0] / max(took, 1e-9):.0f}/s) → {entry}")
+    del images
+    return _read_entry(entry)
+
+
+def _write_entry(entry: Path, tmp: Path, images: np.ndarray, labels: np.ndarray, meta: dict) -> None:
+    """Complete the entry being built in `tmp` (a folder beside `entry`) and rename it to `entry`.
+    Images already in a memory-mapped .npy file of `tmp` are not copied again."""
+    final = tmp / "images.npy"
+    mapped = Path(images.filename) if isinstance(images, np.memmap) and images.filename else None
+    if mapped is not None and mapped.parent == Path(os.path.abspath(tmp)) and np.load(mapped, mmap_mode="r").shape == images.shape:
+        images.flush()
+        os.replace(mapped, final)
+    else:
+        np.save(final, images)
+    for f in tmp.glob("*.npy"):  # what the steps before the last one wrote
+        if f != final:
+            f.unlink()
+    np.save(tmp / "labels.npy", labels)
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+    try:
+        os.rename(tmp, entry)
+    except OSError:  # another process wrote the same entry first: theirs is as good as ours
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _read_entry(entry: Path) -> Dataset:

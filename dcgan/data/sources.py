@@ -33,6 +33,15 @@ class RawData:
 
 
 @dataclass(frozen=True)
+class DecodeTarget:
+    """Where a decoding source (image folders, lmdb) puts its images: the .npy file `path`
+    (written memory-mapped, so a dataset larger than memory can be prepared), decoded by
+    `workers` processes."""
+    path: Path
+    workers: int = 1
+
+
+@dataclass(frozen=True)
 class Source:
     name: str
     splits: tuple[str, ...]
@@ -41,6 +50,7 @@ class Source:
     target: Any = None  # synthetic points: the distribution drawn from (dcgan/toy/distributions.py)
     version: str = ""  # hashed into the cache key: what the data depends on besides its files
     configured: bool = False  # True: load(root, split, cfg, log) and files(root, split, cfg) also get the DataConfig
+    decodes: bool = False  # True: load(root, split, cfg, log, into) decodes into `into` (a DecodeTarget)
 
 
 SOURCES: Registry[Source] = Registry("dataset")
@@ -157,16 +167,16 @@ def _folder_source(name: str, default: str, how: str, lmdb: bool = False) -> Sou
             return lmdb_files(f)
         return list_files(f)
 
-    def load(root: Path, split: str, cfg, log=None) -> RawData:
+    def load(root: Path, split: str, cfg, log=None, into: DecodeTarget | None = None) -> RawData:
         from .folder import load_folder
         from .lsun import is_lmdb, load_lmdb
 
         f = folder(root, cfg)
         if lmdb and is_lmdb(f):
-            return load_lmdb(f, cfg, log)
-        return load_folder(f, cfg, f"dataset {name}", how, log)
+            return load_lmdb(f, cfg, log, into)
+        return load_folder(f, cfg, f"dataset {name}", how, log, into)
 
-    return Source(name=name, splits=("train",), load=load, files=files, configured=True)
+    return Source(name=name, splits=("train",), load=load, files=files, configured=True, decodes=True)
 
 
 SOURCES.register("folder")(_folder_source(

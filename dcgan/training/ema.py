@@ -20,5 +20,6 @@ class EMA:
         statistics) are copied from G."""
         d = min(self.decay, (1.0 + step) / (10.0 + step))
         torch._foreach_lerp_(list(self.model.parameters()), list(G.parameters()), 1.0 - d)
-        for b_ema, b in zip(self.model.buffers(), G.buffers()):
-            b_ema.copy_(b)
+        buffers = list(self.model.buffers())
+        if buffers:
+            torch._foreach_copy_(buffers, list(G.buffers()))

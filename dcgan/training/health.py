@@ -2,9 +2,10 @@
 when D wins outright.
 
 The optimizers are wrapped in `FiniteGuard`: its step() looks at the gradients first and skips
-the update when any is NaN or infinite, so one bad batch never reaches the weights. The loop asks
-`Health.after_step()` whether too many consecutive steps were skipped; then it rolls back to the
-last good checkpoint with lower learning rates, at most `train.max_rollbacks` times.
+the update when any is NaN or infinite, so one bad batch never reaches the weights; the decision
+stays on the device (no host sync inside a step). The loop asks `Health.check()` whether too many
+consecutive steps were skipped; then it rolls back to the last good checkpoint with lower learning
+rates, at most `train.max_rollbacks` times.
 """
 
 from __future__ import annotations
@@ -19,11 +20,20 @@ class TrainingDiverged(Exception):
 
 
 class FiniteGuard:
-    """An optimizer whose step() is skipped (and counted) when a gradient is not finite."""
+    """An optimizer whose update is skipped, on the device, when a gradient is not NaN or infinite.
+
+    step() sets `found_inf` (a 0-d device tensor: 1.0 = skip) from the gradients and hands it to the
+    fused Adam kernel, which leaves the weights, moments and step count as they were when it is set.
+    Nothing waits for the device, so the check also runs inside a captured CUDA graph."""
 
     def __init__(self, opt: torch.optim.Optimizer):
+        if not all(g.get("fused") for g in opt.param_groups):
+            raise ValueError("FiniteGuard needs a fused optimizer (torch.optim.Adam(..., fused=True))")
         self.opt = opt
-        self.skipped = 0  # updates skipped since the last reset by Health
+        device = opt.param_groups[0]["params"][0].device
+        self.found_inf = torch.zeros((), device=device)  # 1.0 when this step's update was skipped
+        self._one = torch.ones((), device=device)
+        opt.found_inf = self.found_inf  # read by the fused kernel at every step
 
     @property
     def param_groups(self):
@@ -34,10 +44,9 @@ class FiniteGuard:
 
     def step(self) -> None:
         grads = [p.grad for g in self.opt.param_groups for p in g["params"] if p.grad is not None]
-        if grads and not bool(torch.stack(torch._foreach_norm(grads)).isfinite().all()):  # one sync
-            self.skipped += 1
-            self.opt.zero_grad(set_to_none=True)
-            return
+        self.found_inf.zero_()
+        if grads:  # found_inf ← 1 if any gradient holds a NaN or an infinity (grads unchanged: scale 1)
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, self.found_inf, self._one)
         self.opt.step()
 
     def state_dict(self):
@@ -53,7 +62,11 @@ def all_finite(*modules: torch.nn.Module) -> bool:
 
 
 class Health:
-    """Counts skipped steps and decides when to roll back; tracks 'D wins outright' ticks."""
+    """Counts skipped steps and decides when to roll back; tracks 'D wins outright' ticks.
+
+    The per-step part (`before_step`, `account`) runs on the device without a host sync, so it can
+    sit inside a CUDA graph; `check()` reads the counters (one sync) and says whether a rollback
+    is due: the loop calls it every step on the CPU and every few steps on a GPU."""
 
     D_WINS_TICKS = 3  # consecutive ticks with D(x) > 0.99 and D(G(z)) < 0.01 before a warning
 
@@ -64,7 +77,10 @@ class Health:
         # skipped step must put them back too, so they are copied before each step (a few KB)
         self._buffers = [b for m in modules for b in m.buffers() if b.is_floating_point()]
         self._saved = [b.clone() for b in self._buffers]
-        self.bad_in_a_row = 0
+        device = guards[0].found_inf.device
+        # device counters (0-d float): this step skipped, the current run of skipped steps, its
+        # longest length since the last check, skipped steps since the last check
+        self._bad, self._run, self._worst, self._count = (torch.zeros((), device=device) for _ in range(4))
         self.skipped_total = 0
         self.rollbacks = 0
         self.d_wins_ticks = 0
@@ -73,23 +89,34 @@ class Health:
         if self._buffers:
             torch._foreach_copy_(self._saved, self._buffers)
 
-    def after_step(self) -> bool:
-        """Account for the step just taken; True when a rollback is due."""
-        skipped = sum(g.skipped for g in self.guards)
-        for g in self.guards:
-            g.skipped = 0
-        if skipped:
-            if self._buffers:
-                torch._foreach_copy_(self._buffers, self._saved)  # undo the bad batch's statistics
-            self.bad_in_a_row += 1
-            self.skipped_total += 1
-        else:
-            self.bad_in_a_row = 0
-        return self.bad_in_a_row >= self.max_bad_steps
+    def account(self) -> None:
+        """After the optimizer steps: undo a skipped step's batch statistics and count it (device only)."""
+        torch.maximum(self.guards[0].found_inf, self.guards[-1].found_inf, out=self._bad)
+        for g in self.guards[1:-1]:
+            torch.maximum(self._bad, g.found_inf, out=self._bad)
+        skipped = self._bad.bool()
+        for b, saved in zip(self._buffers, self._saved):
+            b.copy_(torch.where(skipped, saved, b))  # the statistics as they were before a skipped step
+        self._run.add_(self._bad).mul_(self._bad)  # consecutive skipped steps (0 after a good one)
+        torch.maximum(self._worst, self._run, out=self._worst)
+        self._count.add_(self._bad)
+
+    def check(self) -> bool:
+        """Read the counters (a host sync); True when a rollback is due."""
+        worst, count = (int(v) for v in torch.stack([self._worst, self._count]).tolist())
+        self.skipped_total += count
+        self._count.zero_()
+        self._worst.copy_(self._run)
+        return worst >= self.max_bad_steps
+
+    def reset_run(self) -> None:
+        """After a rollback: the skipped steps before it no longer count towards the next one."""
+        for t in (self._run, self._worst):
+            t.zero_()
 
     def rolled_back(self) -> None:
         self.rollbacks += 1
-        self.bad_in_a_row = 0
+        self.reset_run()
         if self.rollbacks > self.max_rollbacks:
             raise TrainingDiverged(
                 f"training diverged: non-finite gradients for {self.max_bad_steps} steps in a row after "
