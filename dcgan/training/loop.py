@@ -90,6 +90,7 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, data_dir: str | N
 def _train(cfg: Config, run_dir: Path, ranks: Ranks, *, resume: bool, data_dir: str | None,
            log: Callable[[str], None] | None, progress: Any = None) -> dict[str, Any]:
     log = log or (lambda msg: print(msg, file=sys.stderr))
+    t_enter = time.perf_counter()
     t, o = cfg.train, cfg.optim
     run_dir = Path(run_dir)
     device = dist.init(ranks, t.device)
@@ -342,6 +343,7 @@ def _train(cfg: Config, run_dir: Path, ranks: Ranks, *, resume: bool, data_dir: 
     health.check()  # skipped_steps up to date when the run stopped between checks
     summary = {"run": str(run_dir), "step": step, "images_seen": images_seen,
                "elapsed_s": elapsed + time.perf_counter() - t_start,
+               "setup_s": t_start - t_enter,  # this session's data preparation, model building, resume
                "skipped_steps": health.skipped_total, "rollbacks": health.rollbacks}
     if evaluator is not None:
         summary.update(evaluator.summary())
