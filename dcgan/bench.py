@@ -37,12 +37,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _models(cfg: Config, shape, num_classes, device, memory_format=torch.preserve_format, fused: bool = True):
+def _models(cfg: Config, shape, num_classes, device, memory_format=torch.preserve_format, fused: bool = True,
+            capturable: bool = False):
+    """G, D and their Adam optimizers as training builds them (fused=False: torch's default Adam)."""
     G = build_generator(cfg.model, shape, num_classes).to(device, memory_format=memory_format)
     D = build_discriminator(cfg.model, shape, num_classes).to(device, memory_format=memory_format)
     o = cfg.optim
-    opt_g = torch.optim.Adam(G.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2), fused=fused)
-    opt_d = torch.optim.Adam(D.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2), fused=fused)
+    adam = dict(betas=(o.beta1, o.beta2), fused=fused or None, capturable=capturable)
+    opt_g = torch.optim.Adam(G.parameters(), lr=o.lr_g, **adam)
+    opt_d = torch.optim.Adam(D.parameters(), lr=o.lr_d, **adam)
     return G, D, opt_g, opt_d
 
 
@@ -80,7 +83,7 @@ def bench(cfg: Config, *, steps: int = 200, warmup: int = 20, windows: int = 5, 
     fast = fast_path(cfg, device, data.kind, Ranks())
     loss = LOSSES.get(cfg.loss.kind)
     batches = make_batches(data, B, cfg.train.seed, device, cfg.train.placement, cfg.train.prefetch, log=log)
-    G, D, opt_g, opt_d = _models(cfg, data.shape, K, device, fast.memory_format)
+    G, D, opt_g, opt_d = _models(cfg, data.shape, K, device, fast.memory_format, capturable=fast.graphs)
     opt_g, opt_d = FiniteGuard(opt_g), FiniteGuard(opt_d)
     health = Health([opt_g, opt_d], [G, D], cfg.train.max_bad_steps, cfg.train.max_rollbacks)
     ema = EMA(G, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None

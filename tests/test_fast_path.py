@@ -33,8 +33,9 @@ def make(device="cpu", memory_format=torch.preserve_format, seed=0, **step_kwarg
     m = ModelConfig(z_dim=Z, g_width=8, d_width=8, g_fc=32, d_fc=32)
     G = build_generator(m, SHAPE, K).to(device, memory_format=memory_format)
     D = build_discriminator(m, SHAPE, K).to(device, memory_format=memory_format)
-    opt_g = FiniteGuard(torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=True))
-    opt_d = FiniteGuard(torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=True))
+    adam = dict(lr=2e-4, betas=(0.5, 0.999), fused=True, capturable=step_kwargs.get("graphs", False))
+    opt_g = FiniteGuard(torch.optim.Adam(G.parameters(), **adam))
+    opt_d = FiniteGuard(torch.optim.Adam(D.parameters(), **adam))
     health = Health([opt_g, opt_d], [G, D], max_bad_steps=3, max_rollbacks=1)
     gen = torch.Generator(device).manual_seed(seed + 1)
     step = TrainStep(G, D, opt_g, opt_d, LOSSES.get("nonsaturating"), Config().loss, z_dim=Z, num_classes=K,
@@ -206,3 +207,23 @@ def test_training_on_cuda_with_graphs_resumes(tmp_path, capsys):
     assert main(["train", str(out), "--resume", "--steps", "30", "--device", "cuda", *sets]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["step"] == 30 and summary["skipped_steps"] == 0
+
+
+def test_loading_a_non_fused_optimizer_state_keeps_the_guard_working():
+    """A checkpoint written by another optimizer setting (e.g. an older run, or capturable=True on a
+    GPU) loads into the guarded fused optimizer, which then still skips non-finite steps."""
+    p = torch.nn.Parameter(torch.ones(3))
+    plain = torch.optim.Adam([p], lr=0.1, capturable=False)
+    p.grad = torch.ones(3)
+    plain.step()
+    state = copy.deepcopy(plain.state_dict())
+    q = torch.nn.Parameter(p.detach().clone())
+    guard = FiniteGuard(torch.optim.Adam([q], lr=0.1, fused=True))
+    guard.load_state_dict(state)
+    assert guard.param_groups[0]["fused"] is True and guard.opt.state[q]["step"].item() == 1
+    q.grad = torch.tensor([1.0, float("nan"), 1.0])
+    guard.step()
+    assert torch.equal(q.detach(), p.detach()) and guard.found_inf.item() == 1.0
+    q.grad = torch.ones(3)
+    guard.step()
+    assert not torch.equal(q.detach(), p.detach()) and guard.opt.state[q]["step"].item() == 2

@@ -53,7 +53,12 @@ class FiniteGuard:
         return self.opt.state_dict()
 
     def load_state_dict(self, state) -> None:
-        self.opt.load_state_dict(state)
+        """Load moments, steps and learning rates; how the optimizer runs (fused, capturable) stays
+        this one's, whatever the checkpoint was written with (e.g. an eager CPU run resumed on a GPU
+        with CUDA graphs): torch would otherwise take those flags from the checkpoint."""
+        how = ("fused", "capturable", "foreach")
+        groups = [{**saved, **{k: ours.get(k) for k in how}} for saved, ours in zip(state["param_groups"], self.opt.param_groups)]
+        self.opt.load_state_dict({**state, "param_groups": groups})
 
 
 def all_finite(*modules: torch.nn.Module) -> bool:

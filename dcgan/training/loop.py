@@ -134,9 +134,10 @@ def _train(cfg: Config, run_dir: Path, ranks: Ranks, *, resume: bool, data_dir: 
     G, D = dist.unwrap(G_train), dist.unwrap(D_train)
     ema = EMA(G, t.ema_decay) if t.ema_decay > 0 else None
     # fused Adam: one kernel per step, and it skips an update on the device when FiniteGuard finds
-    # a non-finite gradient
-    opt_g = FiniteGuard(torch.optim.Adam(G.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2), fused=True))
-    opt_d = FiniteGuard(torch.optim.Adam(D.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2), fused=True))
+    # a non-finite gradient; capturable (its step count on the device) when the step is a CUDA graph
+    adam = dict(betas=(o.beta1, o.beta2), fused=True, capturable=fast.graphs)
+    opt_g = FiniteGuard(torch.optim.Adam(G.parameters(), lr=o.lr_g, **adam))
+    opt_d = FiniteGuard(torch.optim.Adam(D.parameters(), lr=o.lr_d, **adam))
     loss = LOSSES.get(cfg.loss.kind)
     # noise and fake labels of the training steps; each rank has its own stream
     gen = torch.Generator(device).manual_seed(dist.noise_seed(t.seed, ranks.rank))
