@@ -227,3 +227,19 @@ def test_loading_a_non_fused_optimizer_state_keeps_the_guard_working():
     q.grad = torch.ones(3)
     guard.step()
     assert not torch.equal(q.detach(), p.detach()) and guard.opt.state[q]["step"].item() == 2
+
+
+@cuda
+def test_a_failed_capture_warns_and_training_goes_on_eagerly():
+    """A model with an operation that cannot be captured (a host sync in its forward): the step
+    says so once and continues eagerly instead of stopping the run."""
+    warnings = []
+    G, D, opt_g, opt_d, health, step = make("cuda", graphs=True, warn=warnings.append)
+    forward = D.forward
+    D.forward = lambda x, y=None: forward(x, y) + 0 * float(x.sum().item())  # .item(): a sync, not capturable
+    data = batches(6, "cuda")
+    for x, y in data:
+        stats = step(x, y)
+    assert step.graphs is False and step._graph is None
+    assert len(warnings) == 1 and "CUDA graph capture failed" in warnings[0]
+    assert torch.isfinite(stats).all()

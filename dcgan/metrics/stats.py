@@ -326,9 +326,10 @@ def class_stats(probs, num_classes: int, splits: int = 1) -> dict:
         probs: N x K array of classifier probabilities (K == num_classes),
             non-negative; each row is renormalised to sum to 1.
         num_classes: K.
-        splits: number of contiguous splits for the Inception Score (as in
-            the classic IS code); 1 gives the score on all N samples with
-            std 0.  Must satisfy 1 <= splits <= N.
+        splits: number of splits for the Inception Score (as in the classic
+            IS code, but of a fixed random permutation of the rows, so the
+            order of the samples does not matter); 1 gives the score on all
+            N samples with std 0.  Must satisfy 1 <= splits <= N.
 
     Returns:
         dict with
@@ -375,7 +376,10 @@ def class_stats(probs, num_classes: int, splits: int = 1) -> dict:
     kl_uniform = float(xlogy(ph, ph * K).sum())
     kl_uniform = max(kl_uniform, 0.0)
 
-    scores = np.array([_inception_score_of(part) for part in np.array_split(p, splits)])
+    # splits of a fixed random permutation: samples stored class by class (an image folder's
+    # order, or labels requested 0,0,...,1,1,...) would otherwise give each split one class
+    order = np.random.default_rng(0).permutation(n)
+    scores = np.array([_inception_score_of(part) for part in np.array_split(p[order], splits)])
 
     return {
         "histogram": [int(c) for c in hist],

@@ -112,6 +112,9 @@ def wrap(model: nn.Module, ranks: Ranks, device: torch.device, sync_bn: bool) ->
     if not ranks.distributed:
         return model
     if sync_bn:
+        if device.type != "cuda":
+            raise UserError("train.sync_bn=true needs CUDA GPUs (SyncBatchNorm has no CPU kernel); "
+                            "leave it false on CPU processes (per-process batch statistics)")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     import inspect
 

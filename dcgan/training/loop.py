@@ -144,7 +144,8 @@ def _train(cfg: Config, run_dir: Path, ranks: Ranks, *, resume: bool, data_dir: 
     health = Health([opt_g, opt_d], [G, D], t.max_bad_steps, t.max_rollbacks)
     step_fn = TrainStep(G_train, D_train, opt_g, opt_d, loss, cfg.loss, z_dim=cfg.model.z_dim, num_classes=num_classes,
                         g_steps=o.g_steps, gen=gen, health=health, dtype=fast.dtype,
-                        channels_last=fast.memory_format == torch.channels_last, graphs=fast.graphs)
+                        channels_last=fast.memory_format == torch.channels_last, graphs=fast.graphs,
+                        warn=lambda message: warn(message))
     check_every = 1 if device.type == "cpu" else HEALTH_CHECK_EVERY  # reading the health counters is a sync
     evaluator = Evaluator(cfg, data.kind, log) if cfg.eval.every_kimg > 0 and ranks.main else None
     if ranks.main:

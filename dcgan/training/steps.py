@@ -91,11 +91,12 @@ class TrainStep:
     def __init__(self, G: nn.Module, D: nn.Module, opt_g, opt_d, loss: GanLoss, cfg: LossConfig, *,
                  z_dim: int, num_classes: int, g_steps: int, gen: torch.Generator, health: Health | None = None,
                  dtype: torch.dtype | None = None, channels_last: bool = False, graphs: bool = False,
-                 warmup: int = 3):
+                 warmup: int = 3, warn=None):
         self.G, self.D, self.opt_g, self.opt_d, self.loss, self.cfg = G, D, opt_g, opt_d, loss, cfg
         self.z_dim, self.K, self.g_steps, self.gen, self.health = z_dim, num_classes, g_steps, gen, health
         self.dtype, self.channels_last, self.graphs, self.warmup = dtype, channels_last, graphs, warmup
         self.capture_s = None  # seconds the last warm-up + capture took (graphs only)
+        self.warn = warn  # told (one line) when a capture fails and the steps continue eagerly
         self.invalidate()
 
     def invalidate(self) -> None:
@@ -164,8 +165,18 @@ class TrainStep:
         self.opt_g.zero_grad(set_to_none=True)  # gradients are then allocated from the graph's pool
         self.opt_d.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # a loader thread may copy meanwhile
-            stats = self._iteration(sx, sy, sz, syf)
+        try:
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # a loader thread may copy meanwhile
+                stats = self._iteration(sx, sy, sz, syf)
+        except RuntimeError as e:  # an operation that cannot be captured: train on, eagerly
+            self.graphs, self._graph, self._static = False, None, None
+            self.opt_g.zero_grad(set_to_none=True)
+            self.opt_d.zero_grad(set_to_none=True)
+            torch.cuda.synchronize(x.device)
+            if self.warn is not None:
+                self.warn(f"CUDA graph capture failed ({str(e).splitlines()[0][:200]}); training continues without "
+                          f"graphs (set train.cuda_graphs=false to skip the attempt)")
+            return self(x, y)
         self._graph, self._static = graph, (sx, sy, sz, syf, stats)
         torch.cuda.synchronize(x.device)
         self.capture_s = time.perf_counter() - self._t_warm
