@@ -16,7 +16,7 @@ python -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0))
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw --format=csv | tee -a "$OUT/log.txt"
 
 log "fast-path tests (the CUDA ones run here)"
-python -m pytest -q tests/test_fast_path.py 2>&1 | tail -5 | tee -a "$OUT/log.txt"
+python -m pytest -q tests/test_fast_path.py tests/test_prepare_stream.py 2>&1 | tail -5 | tee -a "$OUT/log.txt"
 
 # throughput: the fast path (defaults on CUDA), then each part switched off to see what it buys
 for b in 64 512 1024; do bench mnist-dcgan-64 --batch $b --steps 300; done

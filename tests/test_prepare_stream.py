@@ -176,9 +176,12 @@ def test_stream_visits_every_image_once_per_epoch(prepared):
             assert x.min() >= -1 and x.max() <= 1
 
 
-def test_stream_equals_device_batch_for_batch(prepared):
-    d = DeviceBatches(prepared.images, prepared.labels, 48, 7, CPU)
-    with StreamBatches(prepared.images, prepared.labels, 48, 7, CPU, prefetch=2) as s:
+@pytest.mark.parametrize("device", [CPU, pytest.param(
+    torch.device("cuda"), marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+def test_stream_equals_device_batch_for_batch(prepared, device):
+    """On CUDA this is the pinned staging + side-stream copy path."""
+    d = DeviceBatches(prepared.images, prepared.labels, 48, 7, device)
+    with StreamBatches(prepared.images, prepared.labels, 48, 7, device, prefetch=2) as s:
         order = list(range(45)) + [100, 3, 4, 5, 41, 41, 0] + list(range(200, 210))  # jumps: resume, rollback
         for step in order:
             (xd, yd), (xs, ys) = d.get(step), s.get(step)
