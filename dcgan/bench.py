@@ -70,9 +70,11 @@ def _peak_memory(device: torch.device) -> dict[str, Any]:
 
 
 def bench(cfg: Config, *, steps: int = 200, warmup: int = 20, windows: int = 5, baseline: bool = False,
-          baseline_workers: int = 2, data_dir: str | None = None, log=None) -> dict[str, Any]:
+          baseline_workers: int = 2, profile: str | None = None, data_dir: str | None = None,
+          log=None) -> dict[str, Any]:
     """Time the training iteration exactly as `dcgan train` runs it on this device (train.precision,
-    channels_last, cuda_graphs and placement apply as in training)."""
+    channels_last, cuda_graphs and placement apply as in training). `profile`: also profile
+    PROFILE_STEPS iterations, write their Chrome trace to that path and summarise them."""
     device = pick_device(cfg.train.device)
     torch.manual_seed(cfg.train.seed)
     torch.backends.cudnn.deterministic = cfg.train.deterministic  # as training sets them
@@ -125,6 +127,11 @@ def bench(cfg: Config, *, steps: int = 200, warmup: int = 20, windows: int = 5, 
             _sync(device)
             rates.append(per_window * B / (time.perf_counter() - t))
 
+        prof = None
+        if profile:
+            prof = profile_iterations(lambda s: iteration(s), step, PROFILE_STEPS, device, profile)
+            step += PROFILE_STEPS
+
         # D step and G step timed apart, eagerly (synchronising around each, so slightly pessimistic)
         d_ms, g_ms = [], []
         for _ in range(max(5, per_window // 2)):
@@ -163,12 +170,51 @@ def bench(cfg: Config, *, steps: int = 200, warmup: int = 20, windows: int = 5, 
         "peak_tflops": peak_tflops, "fraction_of_peak": achieved / peak_tflops if peak_tflops else None,
         **_peak_memory(device),
     }
+    if prof is not None:
+        result["profile"] = prof
     if baseline:
         base = baseline_img_per_s(cfg, data.images, data.labels, K, device, steps=per_window * windows,
                                   warmup=warmup, workers=baseline_workers)
         result["baseline_img_per_s"] = base
         result["speedup_vs_baseline"] = img_s / base
     return result
+
+
+PROFILE_STEPS = 10  # iterations under the profiler (after the timing windows)
+
+
+def profile_iterations(iteration, first_step: int, n: int, device: torch.device, trace_path: str) -> dict[str, Any]:
+    """Run n iterations under torch.profiler; write the Chrome trace to `trace_path` and return where
+    the time goes: per iteration, the kernel launches (CUDA runtime calls) and graph launches, and
+    the operators that take the most device time (CPU time on a CPU)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with torch_profile(activities=activities) as prof:
+        for i in range(n):
+            iteration(first_step + i)
+        _sync(device)
+    prof.export_chrome_trace(trace_path)
+    averages = prof.key_averages()
+
+    def self_time_us(e) -> float:  # the attribute was renamed from *_cuda_* to *_device_* in torch 2.x
+        if cuda:
+            return float(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0.0)))
+        return float(e.self_cpu_time_total)
+
+    total = sum(self_time_us(e) for e in averages) or 1.0
+    top = sorted(averages, key=self_time_us, reverse=True)[:15]
+    launches = sum(e.count for e in averages if e.key in ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel"))
+    graph_launches = sum(e.count for e in averages if e.key == "cudaGraphLaunch")
+    return {
+        "trace": str(trace_path), "iterations": n, "time": "device" if cuda else "cpu",
+        "ms_per_iteration": total / 1e3 / n,
+        "kernel_launches_per_iteration": launches / n, "graph_launches_per_iteration": graph_launches / n,
+        "top": [{"op": e.key, "calls_per_iteration": e.count / n, "ms_per_iteration": self_time_us(e) / 1e3 / n,
+                 "fraction": self_time_us(e) / total} for e in top],
+    }
 
 
 class _HandWrittenDataset(torch.utils.data.Dataset):

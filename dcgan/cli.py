@@ -163,7 +163,7 @@ def cmd_bench(args) -> int:
     if args.steps < 1 or args.warmup < 0 or args.windows < 1:
         raise UserError("--steps and --windows must be >= 1 and --warmup >= 0")
     result = bench(cfg, steps=args.steps, warmup=args.warmup, windows=args.windows, baseline=args.baseline,
-                   data_dir=args.data_dir, log=lambda m: print(m, file=sys.stderr))
+                   profile=args.profile, data_dir=args.data_dir, log=lambda m: print(m, file=sys.stderr))
     print(json.dumps({"preset": args.preset, **result}))
     return 0
 
@@ -276,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training data in device memory or streamed from pinned host memory (default auto)")
     s.add_argument("--baseline", action="store_true",
                    help="also time the same model in a plain eager fp32 loop fed by a CPU DataLoader, and the ratio")
+    s.add_argument("--profile", metavar="TRACE.json",
+                   help="also profile 10 iterations: write their Chrome trace there and add where the time goes "
+                        "(kernel launches per iteration, the top operators) to the result")
     s.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
     s.add_argument("--data-dir")
     s.set_defaults(func=cmd_bench)

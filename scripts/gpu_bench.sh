@@ -28,6 +28,11 @@ for b in 64 512 1024; do bench mnist-cdcgan --batch $b --steps 300; done
 bench mnist-cdcgan --batch 64 --steps 200 --baseline
 bench mnist-cdcgan --batch 512 --placement stream
 bench mnist-dcgan-64 --batch 512 --placement stream
+# where the time goes (kernel launches per iteration, top operators), for the analysis of a missed target
+bench mnist-dcgan-64 --batch 64 --steps 100 --profile "$OUT/trace-dcgan64-b64.json"
+bench mnist-dcgan-64 --batch 1024 --steps 100 --profile "$OUT/trace-dcgan64-b1024.json"
+bench mnist-cdcgan --batch 1024 --steps 100 --profile "$OUT/trace-cdcgan-b1024.json"
+bench mnist-dcgan-64 --batch 64 --steps 100 --no-graphs --profile "$OUT/trace-dcgan64-b64-eager.json"
 
 [ "${1:-}" = quick ] && exit 0
 

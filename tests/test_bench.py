@@ -49,3 +49,18 @@ def test_bench_reports_every_field(capsys):
 def test_bench_rejects_bad_numbers(capsys):
     assert main(["bench", "mnist-dcgan", "--device", "cpu", "--steps", "0"]) == 2
     assert "--steps" in capsys.readouterr().err
+
+
+@needs_mnist
+def test_bench_profile_writes_a_trace_and_says_where_the_time_goes(tmp_path, capsys):
+    trace = tmp_path / "trace.json"
+    rc = main(["bench", "mnist-cdcgan", "--device", "cpu", "--steps", "2", "--warmup", "1", "--windows", "1",
+               "--profile", str(trace), "--set", "model.g_width=8", "--set", "model.d_width=8",
+               "--set", "model.g_fc=32", "--set", "model.d_fc=32"])
+    assert rc == 0
+    prof = json.loads(capsys.readouterr().out)["profile"]
+    assert trace.is_file() and json.loads(trace.read_text())["traceEvents"]
+    assert prof["iterations"] == 10 and prof["time"] == "cpu" and prof["ms_per_iteration"] > 0
+    ops = [t["op"] for t in prof["top"]]
+    assert any("conv" in op for op in ops)  # a DCGAN spends its time in convolutions
+    assert 0 < sum(t["fraction"] for t in prof["top"]) <= 1.0 + 1e-9
