@@ -174,6 +174,54 @@ def _fit(model: nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, *, epochs: 
     return time.perf_counter() - t0
 
 
+def _check_options(epochs: int, batch: int, train_images: int | None, test_images: int | None, out: Path, *,
+                   batch_name: str) -> Path:
+    """UserError for training options no run can use; returns `out`, the weights file."""
+    if epochs < 1:
+        raise UserError(f"--epochs must be >= 1, got {epochs}")
+    if batch < 1:
+        raise UserError(f"{batch_name} must be >= 1, got {batch}")
+    for flag, value in (("--train-images", train_images), ("--test-images", test_images)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be >= 1, got {value}")
+    if out.suffix != ".safetensors":
+        raise UserError(f"--out {out}: the weights file must end in .safetensors")
+    return out
+
+
+def _train_and_measure(make_model: Callable[[], nn.Module], train_x, train_y, test_x, test_y, *, epochs: int,
+                       batch: int, lr: float, seed: int, log: Callable[[str], None], what: str,
+                       dev: torch.device) -> tuple[nn.Module, float, float]:
+    """Build the model from `seed`, train it on uint8 train_x (N, C, H, W) / int64 train_y with
+    deterministic algorithms (the caller's setting is restored), measure it on test_x / test_y.
+    Returns (model, training seconds, test accuracy)."""
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        torch.manual_seed(seed)
+        model = make_model().to(dev)
+        x_all = torch.from_numpy(np.array(train_x)).to(dev)  # (N, C, H, W) uint8
+        y_all = torch.from_numpy(np.array(train_y)).to(dev)
+        train_s = _fit(model, x_all, y_all, epochs=epochs, batch=batch, lr=lr, seed=seed, log=log, what=what, dev=dev)
+        test_acc = accuracy(model, test_x, test_y, device=dev)
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+    return model, train_s, test_acc
+
+
+def _recipe(seed: int, epochs: int, batch: int, lr: float) -> dict[str, Any]:
+    """How a classifier was trained, for its record."""
+    return {"seed": seed, "epochs": epochs, "batch": batch, "lr_max": lr,
+            "schedule": "one-cycle (torch OneCycleLR defaults), Adam, no augmentation"}
+
+
+def _environment(dev: torch.device) -> dict[str, Any]:
+    """Where and when a classifier was trained, for its record."""
+    return {"device": str(dev), "num_threads": torch.get_num_threads(), "deterministic": True,
+            "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
 def train_classifier(dataset: str = "mnist", *, epochs: int = DEFAULT_EPOCHS, seed: int = 0,
                      out: str | Path | None = None, batch: int = DEFAULT_BATCH, lr: float = DEFAULT_LR,
                      device: str = "cpu", data_dir: str | None = None, command: str | None = None,
@@ -195,16 +243,8 @@ def train_classifier(dataset: str = "mnist", *, epochs: int = DEFAULT_EPOCHS, se
         raise UserError(f"train_classifier supports the datasets [{', '.join(DATASETS)}] "
                         f"(1x28x28, 10 classes, arch {ARCH}), got {dataset!r}; for any other labelled dataset use "
                         f"train_any_classifier (dcgan eval train-classifier {dataset})")
-    if epochs < 1:
-        raise UserError(f"--epochs must be >= 1, got {epochs}")
-    if batch < 1:
-        raise UserError(f"batch must be >= 1, got {batch}")
-    for flag, value in (("--train-images", train_images), ("--test-images", test_images)):
-        if value is not None and value < 1:
-            raise UserError(f"{flag} must be >= 1, got {value}")
-    out = Path(out) if out else default_weights_path(dataset)
-    if out.suffix != ".safetensors":
-        raise UserError(f"--out {out}: the weights file must end in .safetensors")
+    out = _check_options(epochs, batch, train_images, test_images, Path(out) if out else default_weights_path(dataset),
+                         batch_name="batch")
     command = command or f"dcgan eval train-classifier {dataset} --epochs {epochs} --seed {seed}"
     dev = pick_device(device)
 
@@ -215,20 +255,12 @@ def train_classifier(dataset: str = "mnist", *, epochs: int = DEFAULT_EPOCHS, se
             raise UserError(f"{dataset}/{name} holds {ds.shape} images with {ds.num_classes} classes; "
                             f"the classifier needs 1x28x28 labelled images")
 
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        torch.manual_seed(seed)
-        model = MnistClassifier(train.num_classes).to(dev)
-        limit = len(train) if train_images is None else min(train_images, len(train))
-        x_all = torch.from_numpy(np.array(train.images[:limit])).to(dev)  # (N, 1, 28, 28) uint8
-        y_all = torch.from_numpy(np.array(train.labels[:limit])).to(dev)
-        train_s = _fit(model, x_all, y_all, epochs=epochs, batch=batch, lr=lr, seed=seed, log=log,
-                       what=f"{ARCH} on {dataset}/train", dev=dev)
-        n_test = len(test) if test_images is None else min(test_images, len(test))
-        test_acc = accuracy(model, test.images[:n_test], test.labels[:n_test], device=dev)
-    finally:
-        torch.use_deterministic_algorithms(was_deterministic)
+    limit = len(train) if train_images is None else min(train_images, len(train))
+    n_test = len(test) if test_images is None else min(test_images, len(test))
+    model, train_s, test_acc = _train_and_measure(
+        lambda: MnistClassifier(train.num_classes), train.images[:limit], train.labels[:limit],
+        test.images[:n_test], test.labels[:n_test], epochs=epochs, batch=batch, lr=lr, seed=seed, log=log,
+        what=f"{ARCH} on {dataset}/train", dev=dev)
     log(f"{dataset}/test accuracy {test_acc:.4f} ({n_test} images); training took {train_s:.0f} s")
 
     _save_weights(model, out)
@@ -239,11 +271,7 @@ def train_classifier(dataset: str = "mnist", *, epochs: int = DEFAULT_EPOCHS, se
         "sha256": file_sha256(out),
         "bytes": out.stat().st_size,
         "command": command,
-        "seed": seed,
-        "epochs": epochs,
-        "batch": batch,
-        "lr_max": lr,
-        "schedule": "one-cycle (torch OneCycleLR defaults), Adam, no augmentation",
+        **_recipe(seed, epochs, batch, lr),
         "test_accuracy": test_acc,
         "test_images": n_test,
         "train_images": limit,
@@ -254,13 +282,7 @@ def train_classifier(dataset: str = "mnist", *, epochs: int = DEFAULT_EPOCHS, se
         "num_classes": train.num_classes,
         "class_names": train.meta["class_names"],
         "train_seconds": round(train_s, 1),
-        "device": str(dev),
-        "num_threads": torch.get_num_threads(),
-        "deterministic": True,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **_environment(dev),
     }
     _write_record(out, record, log)
     return record
@@ -363,17 +385,9 @@ def train_any_classifier(data, *, epochs: int = DEFAULT_EPOCHS, seed: int = 0, o
     from ..training.loop import pick_device
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    if epochs < 1:
-        raise UserError(f"--epochs must be >= 1, got {epochs}")
-    if batch < 1:
-        raise UserError(f"--batch-size must be >= 1, got {batch}")
-    for flag, value in (("--train-images", train_images), ("--test-images", test_images)):
-        if value is not None and value < 1:
-            raise UserError(f"{flag} must be >= 1, got {value}")
+    out = _check_options(epochs, batch, train_images, test_images, Path(out) if out else cached_weights_path(data),
+                         batch_name="--batch-size")
     source = SOURCES.get(data.dataset)  # UserError naming the known datasets
-    out = Path(out) if out else cached_weights_path(data)
-    if out.suffix != ".safetensors":
-        raise UserError(f"--out {out}: the weights file must end in .safetensors")
     command = command or train_command(data) + f" --epochs {epochs} --seed {seed}"
     dev = pick_device(device)
 
@@ -424,18 +438,10 @@ def train_any_classifier(data, *, epochs: int = DEFAULT_EPOCHS, seed: int = 0, o
         log(f"resizing {side}x{side} images to the classifier's {input_size}x{input_size}")
         train_x, test_x = resize(train_x, input_size), resize(test_x, input_size)
 
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        torch.manual_seed(seed)
-        model = SmallClassifier(train.num_classes, channels, input_size).to(dev)
-        x_all = torch.from_numpy(np.array(train_x)).to(dev)
-        y_all = torch.from_numpy(np.array(train_y, dtype=np.int64)).to(dev)
-        train_s = _fit(model, x_all, y_all, epochs=epochs, batch=batch, lr=lr, seed=seed, log=log,
-                       what=f"{ARCH_ANY} ({channels}x{input_size}x{input_size}) on {what}", dev=dev)
-        test_acc = accuracy(model, test_x, test_y, device=dev)
-    finally:
-        torch.use_deterministic_algorithms(was_deterministic)
+    model, train_s, test_acc = _train_and_measure(
+        lambda: SmallClassifier(train.num_classes, channels, input_size), train_x, np.asarray(train_y, dtype=np.int64),
+        test_x, test_y, epochs=epochs, batch=batch, lr=lr, seed=seed, log=log,
+        what=f"{ARCH_ANY} ({channels}x{input_size}x{input_size}) on {what}", dev=dev)
     log(f"{what} accuracy {test_acc:.4f} on {n_test} {'test' if test_split == 'test' else 'held-out'} images; "
         f"training took {train_s:.0f} s")
 
@@ -452,11 +458,7 @@ def train_any_classifier(data, *, epochs: int = DEFAULT_EPOCHS, seed: int = 0, o
         "sha256": file_sha256(out),
         "bytes": out.stat().st_size,
         "command": command,
-        "seed": seed,
-        "epochs": epochs,
-        "batch": batch,
-        "lr_max": lr,
-        "schedule": "one-cycle (torch OneCycleLR defaults), Adam, no augmentation",
+        **_recipe(seed, epochs, batch, lr),
         "test_split": test_split,
         "test_accuracy": test_acc,
         "test_images": n_test,
@@ -470,13 +472,7 @@ def train_any_classifier(data, *, epochs: int = DEFAULT_EPOCHS, seed: int = 0, o
         "num_classes": train.num_classes,
         "class_names": train.meta["class_names"],
         "train_seconds": round(train_s, 1),
-        "device": str(dev),
-        "num_threads": torch.get_num_threads(),
-        "deterministic": True,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **_environment(dev),
     }
     _write_record(out, record, log)
     return record
