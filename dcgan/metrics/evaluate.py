@@ -134,6 +134,40 @@ def reference_index(size: int, n: int) -> np.ndarray:
     return np.sort(np.random.default_rng(REFERENCE_SUBSET_SEED).permutation(size)[:n])
 
 
+def reference_subset(size: int, n: int) -> tuple[int, np.ndarray, str]:
+    """(n, index, selection): the reference of up to `n` of a split's `size` images (reference_index)
+    and how the protocol names it."""
+    n = min(int(n), size)
+    selection = f"all {n}" if n == size else f"random {n} of {size} (seed {REFERENCE_SUBSET_SEED})"
+    return n, reference_index(size, n), selection
+
+
+def read_reference_cache(path: Path, keys: Sequence[str], n: int) -> dict[str, np.ndarray] | None:
+    """The arrays `keys` of a cached reference at `path` holding `n` rows; None when it is missing,
+    damaged or of another size (the caller rebuilds it)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            cached = {k: z[k] for k in keys}
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile, EOFError):
+        return None
+    return cached if len(cached[keys[0]]) == n else None
+
+
+def write_reference_cache(path: Path, **arrays: np.ndarray) -> None:
+    """Write a reference's arrays to `path` through a temporary file, so a reader never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _data_config(dataset):
     """A DataConfig from a dataset name (its defaults) or a DataConfig (as it is)."""
     from ..config import DataConfig
@@ -158,9 +192,7 @@ def reference_features(extractor: Extractor, dataset, split: str, n: int, resolu
     ds = prepare(replace(data, split=split), data_dir, log=log)
     if ds.kind != "images":
         raise UserError(f"dataset {dataset} holds points, not images; the classifier metrics need images")
-    n = min(int(n), len(ds))
-    index = reference_index(len(ds), n)
-    selection = f"all {n}" if n == len(ds) else f"random {n} of {len(ds)} (seed {REFERENCE_SUBSET_SEED})"
+    n, index, selection = reference_subset(len(ds), n)
     native = ds.shape[1]
     chain = [native] + ([resolution] if resolution != native else []) + \
             ([extractor.input_size] if resolution != extractor.input_size else [])
@@ -173,30 +205,17 @@ def reference_features(extractor: Extractor, dataset, split: str, n: int, resolu
     path = cache_root() / "eval-reference" / f"{dataset}-{split}-n{n}-r{resolution}-{key}.npz"
     out = {"n": n, "content_hash": ds.meta["content_hash"], "cache": str(path), "resize": resize_note,
            "selection": selection, "class_names": list(ds.meta["class_names"])}
-    if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                cached = {k: z[k] for k in ("features", "probs", "labels")}
-            if len(cached["features"]) == n:
-                log(f"reference {dataset}/{split} ({selection}): cached features {path.name}")
-                return {**out, **cached, "hit": True}
-        except (ValueError, OSError, KeyError, zipfile.BadZipFile, EOFError):
-            pass  # damaged entry: rebuild it below
+    cached = read_reference_cache(path, ("features", "probs", "labels"), n)
+    if cached is not None:
+        log(f"reference {dataset}/{split} ({selection}): cached features {path.name}")
+        return {**out, **cached, "hit": True}
     log(f"reference {dataset}/{split} ({selection}): computing features")
     images = np.asarray(ds.images[index])
     if resolution != native:
         images = resize(images, resolution)
     feats, probs = extractor.extract(images)
     labels = np.asarray(ds.labels[index], dtype=np.int64)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, features=feats, probs=probs, labels=labels)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_reference_cache(path, features=feats, probs=probs, labels=labels)
     return {**out, "features": feats, "probs": probs, "labels": labels, "hit": False}
 
 

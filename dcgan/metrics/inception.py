@@ -25,11 +25,9 @@ import importlib.util
 import json
 import os
 import sys
-import tempfile
 import threading
 import time
 import types
-import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -315,14 +313,12 @@ def reference_features(ex: InceptionExtractor, data_cfg, split: str, n: int, res
     """Inception features/logits of n images of the real split (evaluate.reference_index), as an
     evaluation at `resolution` sees them; cached under <cache>/eval-reference/."""
     from ..data.prepare import cache_root, prepare, resize
-    from .evaluate import REFERENCE_SUBSET_SEED, reference_index
+    from .evaluate import read_reference_cache, reference_subset, write_reference_cache
 
     ds = prepare(replace(data_cfg, split=split), data_dir, log=log)
     if ds.kind != "images":
         raise UserError(f"dataset {data_cfg.dataset} holds points, not images; Inception metrics need images")
-    n = min(int(n), len(ds))
-    index = reference_index(len(ds), n)
-    selection = f"all {n}" if n == len(ds) else f"random {n} of {len(ds)} (seed {REFERENCE_SUBSET_SEED})"
+    n, index, selection = reference_subset(len(ds), n)
     native = ds.shape[1]
     chain = [native] + ([resolution] if resolution != native else []) + [INPUT_SIZE]
     resize_note = "->".join(f"{s}x{s}" for s in chain)
@@ -334,29 +330,16 @@ def reference_features(ex: InceptionExtractor, data_cfg, split: str, n: int, res
     path = cache_root() / "eval-reference" / f"inception-{data_cfg.dataset}-{split}-n{n}-r{resolution}-{key}.npz"
     out = {"n": n, "content_hash": ds.meta["content_hash"], "cache": str(path), "resize": resize_note,
            "selection": selection}
-    if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                cached = {k: z[k].astype(np.float64) for k in ("features", "logits")}
-            if len(cached["features"]) == n:
-                log(f"reference {data_cfg.dataset}/{split} ({selection}): cached Inception features {path.name}")
-                return {**out, **cached, "hit": True}
-        except (ValueError, OSError, KeyError, zipfile.BadZipFile, EOFError):
-            pass
+    cached = read_reference_cache(path, ("features", "logits"), n)
+    if cached is not None:
+        log(f"reference {data_cfg.dataset}/{split} ({selection}): cached Inception features {path.name}")
+        return {**out, **{k: v.astype(np.float64) for k, v in cached.items()}, "hit": True}
     log(f"reference {data_cfg.dataset}/{split} ({selection}): computing Inception features")
     images = np.asarray(ds.images[index])
     if resolution != native:
         images = resize(images, resolution)
     feats, logits = ex.extract(images, batch_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, features=feats.astype(np.float32), logits=logits.astype(np.float32))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_reference_cache(path, features=feats.astype(np.float32), logits=logits.astype(np.float32))
     # what a cache hit would return (float32 round trip), so a first and a cached run agree exactly
     return {**out, "features": feats.astype(np.float32).astype(np.float64),
             "logits": logits.astype(np.float32).astype(np.float64), "hit": False}
