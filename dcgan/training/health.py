@@ -96,9 +96,7 @@ class Health:
 
     def account(self) -> None:
         """After the optimizer steps: undo a skipped step's batch statistics and count it (device only)."""
-        torch.maximum(self.guards[0].found_inf, self.guards[-1].found_inf, out=self._bad)
-        for g in self.guards[1:-1]:
-            torch.maximum(self._bad, g.found_inf, out=self._bad)
+        torch.amax(torch.stack([g.found_inf for g in self.guards]), out=self._bad)  # 1.0: either optimizer skipped
         skipped = self._bad.bool()
         for b, saved in zip(self._buffers, self._saved):
             b.copy_(torch.where(skipped, saved, b))  # the statistics as they were before a skipped step
