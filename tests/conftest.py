@@ -41,3 +41,16 @@ def _isolated_env(tmp_path_factory):
 
 # Tiny widths that keep a training step at a few milliseconds on CPU.
 TINY = ["model.g_width=8", "model.d_width=8", "model.g_fc=32", "model.d_fc=32", "train.tick_every=5"]
+
+
+def train_tiny_run(out: Path) -> Path:
+    """A 6-step `mnist-cdcgan` run at TINY widths with a tick every 2 steps, in `out` (skips the
+    test without real MNIST): the run the report, export and interpolation tests read."""
+    if not has_mnist():
+        pytest.skip("real MNIST not found (set DCGAN_DATA)")
+    from dcgan.cli import main
+
+    sets = [a for item in TINY for a in ("--set", item)]
+    assert main(["train", "mnist-cdcgan", "--steps", "6", "--device", "cpu", "--out", str(out), "--quiet",
+                 *sets, "--set", "train.tick_every=2"]) == 0
+    return out

@@ -9,22 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY, has_mnist
+from conftest import train_tiny_run
 from dcgan import load_generator
 from dcgan.cli import main
 from dcgan.errors import UserError
 from dcgan.sampling import generate, noise
 
-SETS = [a for item in TINY for a in ("--set", item)]
-
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    if not has_mnist():
-        pytest.skip("real MNIST not found (set DCGAN_DATA)")
-    out = tmp_path_factory.mktemp("export") / "mnist-cdcgan-20260101-000000"
-    assert main(["train", "mnist-cdcgan", "--steps", "6", "--device", "cpu", "--out", str(out), "--quiet",
-                 *SETS, "--set", "train.tick_every=2"]) == 0
+    out = train_tiny_run(tmp_path_factory.mktemp("export") / "mnist-cdcgan-20260101-000000")
     with open(out / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"kind": "eval", "step": 6, "time": 0.0, "fid": 123.456, "kid": {"mean": 0.5, "std": 0.1},
                             "protocol": {"n_fake": 10, "extractor": "mnist-cnn-v1/mnist", "reference": {"split": "test"}}})

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image, ImageSequence
 
-from conftest import TINY, has_mnist
+from conftest import train_tiny_run
 from dcgan import load_generator
 from dcgan.cli import main
 from dcgan.config import ModelConfig
@@ -18,18 +18,12 @@ from dcgan.interpolate import interpolate, interpolation_noise, slerp
 from dcgan.models import build_generator
 from dcgan.sampling import generate, noise
 
-SETS = [a for item in TINY for a in ("--set", item)]
 PAD = 2
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    if not has_mnist():
-        pytest.skip("real MNIST not found (set DCGAN_DATA)")
-    out = tmp_path_factory.mktemp("interp") / "run"
-    assert main(["train", "mnist-cdcgan", "--steps", "6", "--device", "cpu", "--out", str(out), "--quiet",
-                 *SETS, "--set", "train.tick_every=2"]) == 0
-    return out
+    return train_tiny_run(tmp_path_factory.mktemp("interp") / "run")
 
 
 @pytest.fixture(scope="module")

@@ -62,6 +62,18 @@ def _folder_cfg(path: Path, labelled: bool = True):
     return DataConfig(dataset="folder", path=str(path), labels_from_subfolders=labelled)
 
 
+def _train_folder_run(folder, run, steps: int, *sets: str):
+    """`dcgan train folder-dcgan` on `folder` at TINY widths for `steps` steps, with more --set items."""
+    from dcgan.cli import main
+
+    argv = ["train", "folder-dcgan", "--steps", str(steps), "--out", str(run), "--quiet", "--device", "cpu",
+            "--set", f"data.path='{folder}'"]
+    for item in [*TINY, *sets]:
+        argv += ["--set", item]
+    assert main(argv) == 0
+    return run
+
+
 def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
     capsys.readouterr()
     rc = eval_cli.main(argv)
@@ -194,14 +206,7 @@ def test_larger_samples_are_resized_to_the_classifier_input(trained, shapes, tmp
 
 
 def test_eval_of_an_rgb_run_uses_the_cached_classifier(trained, shapes, tmp_path, capsys):
-    from dcgan.cli import main
-
-    run = tmp_path / "run"
-    argv = ["train", "folder-dcgan", "--steps", "2", "--out", str(run), "--quiet", "--device", "cpu",
-            "--set", f"data.path='{shapes}'"]
-    for s in TINY + ["train.batch=8"]:
-        argv += ["--set", s]
-    assert main(argv) == 0
+    run = _train_folder_run(shapes, tmp_path / "run", 2, "train.batch=8")
     rc, out, err = _cli(["eval", str(run), "--n", "64", "--metrics", "fid,classes", "--device", "cpu"], capsys)
     assert rc == 0, err
     p = json.loads(out)["protocol"]
@@ -215,7 +220,6 @@ def test_eval_of_an_rgb_run_uses_the_cached_classifier(trained, shapes, tmp_path
 
 
 def test_run_without_a_classifier_says_to_train_one(shapes, tmp_path, capsys):
-    from dcgan.cli import main
     from dcgan.metrics.features import load_classifier
 
     other = tmp_path / "other"
@@ -224,12 +228,7 @@ def test_run_without_a_classifier_says_to_train_one(shapes, tmp_path, capsys):
         (other / f.name).write_bytes(f.read_bytes())
     with pytest.raises(UserError, match="train-classifier folder --set data.path="):
         load_classifier(_folder_cfg(other, labelled=False))
-    run = tmp_path / "run"
-    argv = ["train", "folder-dcgan", "--steps", "1", "--out", str(run), "--quiet", "--device", "cpu",
-            "--set", f"data.path='{other}'"]
-    for s in TINY + ["train.batch=4"]:
-        argv += ["--set", s]
-    assert main(argv) == 0
+    run = _train_folder_run(other, tmp_path / "run", 1, "train.batch=4")
     rc, _, err = _cli(["eval", str(run), "--n", "8", "--device", "cpu", "--extractor", "classifier"], capsys)
     assert rc == 2 and "dcgan eval train-classifier folder" in err
     rc, _, err = _cli(["eval", str(run), "--n", "8", "--device", "cpu"], capsys)  # auto: Inception, or train one
@@ -280,15 +279,9 @@ def test_mnist_shipped_extractor_is_unchanged():
 
 
 def test_training_time_evaluation_uses_the_cached_classifier(trained, shapes, tmp_path):
-    from dcgan.cli import main
     from dcgan.training.run import read_metrics
 
-    run = tmp_path / "run"
-    argv = ["train", "folder-dcgan", "--steps", "4", "--out", str(run), "--quiet", "--device", "cpu",
-            "--set", f"data.path='{shapes}'"]
-    for s in TINY + ["train.batch=8", "eval.every_kimg=0.016", "eval.n=32"]:
-        argv += ["--set", s]
-    assert main(argv) == 0
+    run = _train_folder_run(shapes, tmp_path / "run", 4, "train.batch=8", "eval.every_kimg=0.016", "eval.n=32")
     evals = [m for m in read_metrics(run / "metrics.jsonl") if m.get("kind") == "eval"]
     assert evals and all(np.isfinite(m["fid"]) for m in evals)
     p = evals[-1]["protocol"]

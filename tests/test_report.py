@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY, has_mnist
+from conftest import train_tiny_run
 from dcgan.cli import main
 from dcgan.report import nice_ticks, svg_chart
 
-SETS = [a for item in TINY for a in ("--set", item)]
 CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--disable-dev-shm-usage", "--window-size=1280,2400"]
@@ -23,11 +22,7 @@ CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    if not has_mnist():
-        pytest.skip("real MNIST not found (set DCGAN_DATA)")
-    out = tmp_path_factory.mktemp("report") / "run"
-    assert main(["train", "mnist-cdcgan", "--steps", "6", "--device", "cpu", "--out", str(out), "--quiet",
-                 *SETS, "--set", "train.tick_every=2"]) == 0
+    out = train_tiny_run(tmp_path_factory.mktemp("report") / "run")
     # what a run gains later: an evaluation line and a health warning
     with open(out / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"kind": "eval", "step": 4, "time": 0.0, "fid": 321.5, "kid": {"mean": 0.3, "std": 0.1},
