@@ -156,15 +156,24 @@ def cmd_bench(args) -> int:
     from .bench import bench
     from .config import resolve
 
-    flags = {"train.batch": args.batch, "train.device": args.device, "train.precision": args.precision,
-             "train.channels_last": args.channels_last, "train.cuda_graphs": args.graphs,
-             "train.placement": args.placement}
-    cfg, _ = resolve(args.preset, args.set or [], flags)
+    batches = [None]
+    if args.batch is not None:
+        try:
+            batches = [int(b) for b in args.batch.split(",")]
+        except ValueError:
+            raise UserError(f"--batch {args.batch!r}: expected a batch size or a list like 64,512,1024") from None
+    if args.profile and len(batches) > 1:
+        raise UserError("--profile writes one trace: give one --batch with it")
     if args.steps < 1 or args.warmup < 0 or args.windows < 1:
         raise UserError("--steps and --windows must be >= 1 and --warmup >= 0")
-    result = bench(cfg, steps=args.steps, warmup=args.warmup, windows=args.windows, baseline=args.baseline,
-                   profile=args.profile, data_dir=args.data_dir, log=lambda m: print(m, file=sys.stderr))
-    print(json.dumps({"preset": args.preset, **result}))
+    for batch in batches:  # one process for the list: the data is prepared and the device set up once
+        flags = {"train.batch": batch, "train.device": args.device, "train.precision": args.precision,
+                 "train.channels_last": args.channels_last, "train.cuda_graphs": args.graphs,
+                 "train.placement": args.placement}
+        cfg, _ = resolve(args.preset, args.set or [], flags)
+        result = bench(cfg, steps=args.steps, warmup=args.warmup, windows=args.windows, baseline=args.baseline,
+                       profile=args.profile, data_dir=args.data_dir, log=lambda m: print(m, file=sys.stderr))
+        print(json.dumps({"preset": args.preset, **result}), flush=True)
     return 0
 
 
@@ -261,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("bench", help="measure training throughput of a preset (img/s, ms per step, TFLOP/s)")
     s.add_argument("preset", metavar="PRESET_OR_TOML")
-    s.add_argument("--batch", type=int, help="batch size (train.batch)")
+    s.add_argument("--batch", help="batch size (train.batch), or a list like 64,512,1024: one JSON line each")
     s.add_argument("--steps", type=int, default=200, help="timed iterations (default 200)")
     s.add_argument("--warmup", type=int, default=20, help="untimed iterations first (default 20)")
     s.add_argument("--windows", type=int, default=5, help="timing windows; the median is reported (default 5)")

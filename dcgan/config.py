@@ -76,11 +76,14 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     tick_every: int = 500  # steps between a metrics.jsonl line and a grid
-    checkpoint_every: int = 500  # steps between checkpoints (one is always written at the end)
+    # steps between checkpoints; 0 = by time, every checkpoint_minutes of training (the default: a step
+    # count that suits a CPU writes a checkpoint every second on a GPU). One is always written at the end.
+    checkpoint_every: int = 0
+    checkpoint_minutes: float = 10.0
     keep_checkpoints: int = 3
     ema_decay: float = 0.999  # 0 disables the EMA generator
-    # true: deterministic cuDNN kernels and no CUDA graph, so a CUDA run repeats bitwise (slower);
-    # false: cuDNN picks the fastest kernels. CPU runs are always bitwise repeatable.
+    # true: deterministic cuDNN kernels (no autotuning), so a CUDA run repeats bitwise, a resumed one
+    # too (slower); false: cuDNN picks the fastest kernels. CPU runs are always bitwise repeatable.
     deterministic: bool = False
     num_threads: int = 0  # CPU threads for torch; 0 = torch's default
     max_bad_steps: int = 10  # consecutive steps with non-finite gradients (skipped) before a rollback
@@ -185,7 +188,9 @@ class Config:
             (t.batch >= 1, f"train.batch must be >= 1, got {t.batch}"),
             (t.steps >= 1, f"train.steps must be >= 1 (a run that trains nothing is a mistake), got {t.steps}"),
             (t.tick_every >= 1, f"train.tick_every must be >= 1, got {t.tick_every}"),
-            (t.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1, got {t.checkpoint_every}"),
+            (t.checkpoint_every >= 0, f"train.checkpoint_every must be >= 1, or 0 for every train.checkpoint_minutes, "
+                                      f"got {t.checkpoint_every}"),
+            (t.checkpoint_minutes > 0, f"train.checkpoint_minutes must be > 0, got {t.checkpoint_minutes}"),
             (t.keep_checkpoints >= 2, f"train.keep_checkpoints must be >= 2, got {t.keep_checkpoints}"),
             (0.0 <= t.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {t.ema_decay}"),
             (t.num_threads >= 0, f"train.num_threads must be >= 0, got {t.num_threads}"),
@@ -216,7 +221,7 @@ SECTIONS = [f.name for f in dataclasses.fields(Config)]
 RESUMABLE_CHANGES = {
     "eval.every_kimg", "eval.n", "eval.target_fid", "eval.keep_best",
     "train.max_bad_steps", "train.max_rollbacks", "train.rollback_lr_factor",
-    "train.steps", "train.tick_every", "train.checkpoint_every", "train.keep_checkpoints",
+    "train.steps", "train.tick_every", "train.checkpoint_every", "train.checkpoint_minutes", "train.keep_checkpoints",
     "train.device", "train.num_threads", "train.tensorboard",
     "train.placement", "train.prefetch", "train.precision", "train.channels_last", "train.cuda_graphs",
     "train.deterministic",

@@ -256,7 +256,8 @@ def _train(cfg: Config, run_dir: Path, ranks: Ranks, *, resume: bool, data_dir: 
     K = num_classes
     t_start = time.perf_counter()
     tick_t, tick_images = t_start, 0
-    target_hit = target_reached = stopping = False
+    ckpt_t = t_start  # the last checkpoint written in this session (train.checkpoint_every = 0: by time)
+    target_hit = target_reached = stopping = ckpt_timed = False
     with StopSignals() as stop, batches:
         while step < t.steps and not target_reached:
             x, y = batches.get(step)  # (B, C, H, W) in [-1, 1] or (B, 2) points, (B,)
@@ -320,17 +321,24 @@ def _train(cfg: Config, run_dir: Path, ranks: Ranks, *, resume: bool, data_dir: 
 
             # stop here? on a signal, or at the target FID; under torchrun every rank must stop at the same
             # step, so they agree every AGREE_EVERY steps (rank 0 alone evaluates, a signal may reach one rank)
+            # and a checkpoint by time is due on every rank at once, so they agree on that too
+            ckpt_timed = not t.checkpoint_every and time.perf_counter() - ckpt_t >= 60.0 * t.checkpoint_minutes
             if not ranks.distributed:
                 stopping, target_reached = bool(stop.signum), target_hit
             elif step % AGREE_EVERY == 0 or step % t.tick_every == 0 or step == t.steps:
-                stopping, target_reached = dist.agree_any([bool(stop.signum), target_hit], ranks, device)
+                stopping, target_reached, ckpt_timed = dist.agree_any([bool(stop.signum), target_hit, ckpt_timed],
+                                                                      ranks, device)
+            else:
+                ckpt_timed = False
 
-            if step % t.checkpoint_every == 0 or step == t.steps or stopping or target_reached:
+            ckpt_stepped = t.checkpoint_every and step % t.checkpoint_every == 0
+            if ckpt_stepped or ckpt_timed or step == t.steps or stopping or target_reached:
                 try:
                     save_checkpoint()
                 except _NonFinite:
                     roll_back()
                     continue
+                ckpt_t = time.perf_counter()
             if stopping:
                 signum = stop.signum or signal.SIGTERM  # a rank the signal has not reached yet stops with the others
                 log(f"stopped by signal {signum} at step {step}; checkpoint written, continue with --resume")
@@ -381,8 +389,9 @@ def fast_path(cfg: Config, device: torch.device, kind: str, ranks: Ranks) -> Fas
     t, cuda = cfg.train, device.type == "cuda"
     dtype = torch.bfloat16 if t.precision == "bf16" or (t.precision == "auto" and cuda) else None
     channels_last = cuda and t.channels_last and kind == "images"
-    # DDP's gradient all-reduce is not captured: a distributed run steps eagerly
-    graphs = cuda and t.cuda_graphs and not ranks.distributed and not t.deterministic
+    # DDP's gradient all-reduce is not captured: a distributed run steps eagerly. A replay runs the
+    # kernels the eager step runs, so a deterministic run keeps the graph (tests/test_fast_path.py)
+    graphs = cuda and t.cuda_graphs and not ranks.distributed
     return FastPath(dtype, torch.channels_last if channels_last else torch.preserve_format, graphs)
 
 

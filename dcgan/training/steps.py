@@ -77,6 +77,37 @@ def g_step(D: nn.Module, opt_g: torch.optim.Optimizer, loss: GanLoss, cfg: LossC
     return g_loss.detach()
 
 
+class CudaGraphs:
+    """How TrainStep captures and replays its iteration on a CUDA device. TrainStep talks to it
+    through three calls only (a test gives it a stand-in that records and re-runs the iteration on
+    the host, so capture, the buffer copies and recapture are exercised without a GPU):
+
+        warmup()     a context for the eager warm-up steps (a side stream, as capture requires)
+        capture(fn)  record fn() (which runs nothing now) and return replay(), which runs it
+        synchronize()
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    @contextlib.contextmanager
+    def warmup(self):
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            yield
+        torch.cuda.current_stream(self.device).wait_stream(side)
+
+    def capture(self, fn):
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # a loader thread may copy meanwhile
+            fn()
+        return graph.replay  # keeps the graph alive
+
+    def synchronize(self) -> None:
+        torch.cuda.synchronize(self.device)
+
+
 class TrainStep:
     """Calling it with a real batch x (B, ...) and labels y (B,) runs one iteration and returns the
     (4,) device tensor [d_loss, g_loss, D(x), D(G(z))].
@@ -85,22 +116,28 @@ class TrainStep:
     they also let cuDNN pick its algorithms and the optimizers create their state), the next call
     captures the iteration and every later one replays it. Anything that replaces optimizer state
     or changes a learning rate (loading a checkpoint, a rollback) must call invalidate(); the
-    iteration is then warmed up and captured again.
+    iteration is then warmed up and captured again. `graph_backend` replaces CudaGraphs (tests).
+
+    A replay reads only fixed buffers: the batch is copied into one, the noise and fake labels are
+    drawn into others, and the statistics are written into a fixed (4,) output, so the returned
+    tensor is overwritten by the next replay (the loop adds it to its tick sums at once).
     """
 
     def __init__(self, G: nn.Module, D: nn.Module, opt_g, opt_d, loss: GanLoss, cfg: LossConfig, *,
                  z_dim: int, num_classes: int, g_steps: int, gen: torch.Generator, health: Health | None = None,
                  dtype: torch.dtype | None = None, channels_last: bool = False, graphs: bool = False,
-                 warmup: int = 3, warn=None):
+                 warmup: int = 3, warn=None, graph_backend=None):
         self.G, self.D, self.opt_g, self.opt_d, self.loss, self.cfg = G, D, opt_g, opt_d, loss, cfg
         self.z_dim, self.K, self.g_steps, self.gen, self.health = z_dim, num_classes, g_steps, gen, health
         self.dtype, self.channels_last, self.graphs, self.warmup = dtype, channels_last, graphs, warmup
         self.capture_s = None  # seconds the last warm-up + capture took (graphs only)
+        self.captures = 0  # how many times the iteration was captured (1 + one per invalidate() that led to a capture)
         self.warn = warn  # told (one line) when a capture fails and the steps continue eagerly
+        self._backend = graph_backend
         self.invalidate()
 
     def invalidate(self) -> None:
-        self._graph, self._static, self._eager_left, self._t_warm = None, None, self.warmup, None
+        self._replay, self._static, self._eager_left, self._t_warm = None, None, self.warmup, None
 
     def _noise(self, B: int, device: torch.device, out: tuple | None = None):
         """z (g_steps, B, z_dim) and fake labels (B,) from `gen`, drawn in a fixed order: z for the
@@ -135,50 +172,50 @@ class TrainStep:
         if not self.graphs:
             z, y_fake = self._noise(x.shape[0], x.device)
             return self._iteration(x, y, z, y_fake)
-        if self._graph is not None:  # replay: the inputs into the fixed buffers, then one launch
+        if self._replay is not None:  # replay: the inputs into the fixed buffers, then one launch
             sx, sy, sz, syf, stats = self._static
             sx.copy_(x)
             sy.copy_(y)
             self._noise(x.shape[0], x.device, out=(sz, syf))
-            self._graph.replay()
+            self._replay()
             return stats
-        if self._eager_left > 0:  # warm-up: real steps, on a side stream as capture requires
+        if self._backend is None:
+            self._backend = CudaGraphs(x.device)
+        if self._eager_left > 0:  # warm-up: real steps (on a side stream on CUDA, as capture requires)
             if self._t_warm is None:
                 self._t_warm = time.perf_counter()
             self._eager_left -= 1
-            side = torch.cuda.Stream(x.device)
-            side.wait_stream(torch.cuda.current_stream(x.device))
-            with torch.cuda.stream(side):
+            with self._backend.warmup():
                 z, y_fake = self._noise(x.shape[0], x.device)
                 stats = self._iteration(x, y, z, y_fake)
-            torch.cuda.current_stream(x.device).wait_stream(side)
             return stats
         return self._capture(x, y)
 
     def _capture(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Capture the iteration into a CUDA graph and replay it once for this batch."""
+        """Capture the iteration (which runs nothing yet), then replay it once for this batch."""
         if self._t_warm is None:
             self._t_warm = time.perf_counter()
+        # the fixed buffers a replay reads and writes: batch, labels, noise, fake labels, statistics
         sx, sy = x.clone(), y.clone()
         sz = torch.empty(self.g_steps, x.shape[0], self.z_dim, device=x.device)
         syf = torch.empty(x.shape[0], dtype=torch.int64, device=x.device) if self.K else None
+        stats = torch.zeros(4, device=x.device)
         self.opt_g.zero_grad(set_to_none=True)  # gradients are then allocated from the graph's pool
         self.opt_d.zero_grad(set_to_none=True)
-        graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # a loader thread may copy meanwhile
-                stats = self._iteration(sx, sy, sz, syf)
+            replay = self._backend.capture(lambda: stats.copy_(self._iteration(sx, sy, sz, syf)))
         except RuntimeError as e:  # an operation that cannot be captured: train on, eagerly
-            self.graphs, self._graph, self._static = False, None, None
+            self.graphs, self._replay, self._static = False, None, None
             self.opt_g.zero_grad(set_to_none=True)
             self.opt_d.zero_grad(set_to_none=True)
-            torch.cuda.synchronize(x.device)
+            self._backend.synchronize()
             if self.warn is not None:
                 self.warn(f"CUDA graph capture failed ({str(e).splitlines()[0][:200]}); training continues without "
                           f"graphs (set train.cuda_graphs=false to skip the attempt)")
             return self(x, y)
-        self._graph, self._static = graph, (sx, sy, sz, syf, stats)
-        torch.cuda.synchronize(x.device)
+        self._replay, self._static = replay, (sx, sy, sz, syf, stats)
+        self.captures += 1
+        self._backend.synchronize()
         self.capture_s = time.perf_counter() - self._t_warm
         self._t_warm = None
         return self(x, y)
