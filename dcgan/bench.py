@@ -90,7 +90,7 @@ def bench(cfg: Config, *, steps: int = 200, warmup: int = 20, windows: int = 5, 
     health = Health([opt_g, opt_d], [G, D], cfg.train.max_bad_steps, cfg.train.max_rollbacks)
     ema = EMA(G, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
     gen = torch.Generator(device).manual_seed(cfg.train.seed)
-    step_fn = TrainStep(G, D, opt_g, opt_d, loss, cfg.loss, z_dim=cfg.model.z_dim, num_classes=K,
+    step_fn = TrainStep(fast.step_module(G), fast.step_module(D), opt_g, opt_d, loss, cfg.loss, z_dim=cfg.model.z_dim, num_classes=K,
                         g_steps=cfg.optim.g_steps, gen=gen, health=health, dtype=fast.dtype,
                         channels_last=fast.memory_format == torch.channels_last, graphs=fast.graphs, warn=log)
     check_every = 1 if device.type == "cpu" else HEALTH_CHECK_EVERY
@@ -160,7 +160,8 @@ def bench(cfg: Config, *, steps: int = 200, warmup: int = 20, windows: int = 5, 
     peak_tflops = peak[precision] if peak else None
     result = {
         "device": name, "batch": B, "precision": precision,
-        "channels_last": fast.memory_format == torch.channels_last, "cuda_graphs": step_fn.graphs,  # false if a capture failed
+        "channels_last": fast.memory_format == torch.channels_last, "compile": fast.compile,
+        "cuda_graphs": step_fn.graphs,  # false if a capture failed
         "placement": batches.placement,
         "img_per_s": img_s, "img_per_s_windows": rates, "steps_timed": per_window * windows,
         "ms_per_iteration": 1e3 * B / img_s,

@@ -169,7 +169,7 @@ def cmd_bench(args) -> int:
     for batch in batches:  # one process for the list: the data is prepared and the device set up once
         flags = {"train.batch": batch, "train.device": args.device, "train.precision": args.precision,
                  "train.channels_last": args.channels_last, "train.cuda_graphs": args.graphs,
-                 "train.placement": args.placement}
+                 "train.placement": args.placement, "train.compile": args.compile}
         cfg, _ = resolve(args.preset, args.set or [], flags)
         result = bench(cfg, steps=args.steps, warmup=args.warmup, windows=args.windows, baseline=args.baseline,
                        profile=args.profile, data_dir=args.data_dir, log=lambda m: print(m, file=sys.stderr))
@@ -229,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("preset", metavar="PRESET_OR_TOML", help="preset name (see 'dcgan presets'), a .toml file or a run folder")
     s.add_argument("--out", help="run folder (default runs/<preset>-<time>)")
     s.add_argument("--steps", type=int, help="total discriminator steps (train.steps)")
-    s.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (train.checkpoint_every)")
+    s.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (train.checkpoint_every; default 0: every "
+                                                           "train.checkpoint_minutes, 10)")
     s.add_argument("--seed", type=int, help="random seed (train.seed)")
     s.add_argument("--device", help="auto | cpu | cuda | cuda:N (train.device)")
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its newest readable checkpoint")
@@ -281,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="channels_last memory format on CUDA (default on)")
     s.add_argument("--graphs", action=argparse.BooleanOptionalAction, default=None,
                    help="capture the iteration in a CUDA graph (default on, CUDA only)")
+    s.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile G and D inside the step (train.compile; default off)")
     s.add_argument("--placement", choices=["auto", "device", "stream"],
                    help="training data in device memory or streamed from pinned host memory (default auto)")
     s.add_argument("--baseline", action="store_true",

@@ -100,6 +100,9 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
     channels_last: bool = True
     cuda_graphs: bool = True
+    # torch.compile G and D inside the training step (fuses batch norm, activations and casts into fewer
+    # kernels); the first steps take longer while it compiles. Off by default
+    compile: bool = False
 
 
 @dataclass
@@ -223,7 +226,7 @@ RESUMABLE_CHANGES = {
     "train.max_bad_steps", "train.max_rollbacks", "train.rollback_lr_factor",
     "train.steps", "train.tick_every", "train.checkpoint_every", "train.checkpoint_minutes", "train.keep_checkpoints",
     "train.device", "train.num_threads", "train.tensorboard",
-    "train.placement", "train.prefetch", "train.precision", "train.channels_last", "train.cuda_graphs",
+    "train.placement", "train.prefetch", "train.precision", "train.channels_last", "train.cuda_graphs", "train.compile",
     "train.deterministic",
 }
 

@@ -3,13 +3,16 @@
 #
 #   DCGAN_DATA=/path/to/data scripts/gpu_check.sh [OUT]        # on a GPU (OUT default ./gpu-check)
 #   DEVICE=cpu REHEARSAL=1 DCGAN_DATA=... scripts/gpu_check.sh  # the same commands on a CPU, tiny models
+#   (more knobs: RUN_TESTS=0 skips the pytest part, COMPILE=0 the --compile benches, INSTALL=0 the pip
+#   install, TRAIN_SECONDS=N the time before the SIGTERM; tests/test_gpu_check.py rehearses it so)
 #
 # It installs the project (pip install --no-deps -e .), then runs, each part under its own time limit
 # so that one failure leaves the others' figures:
 #   1. the CUDA cases of tests/test_fast_path.py and tests/test_prepare_stream.py (whole files);
 #   2. dcgan bench: mnist-dcgan-64 at batch 64, 512, 1024 and mnist-cdcgan at 64, 512, 1024 (the fast
 #      path), --baseline at 64 (the same model in a hand-written eager fp32 loop), --no-graphs at 64
-#      with a profile (what the graph buys), the graphed 64 with a profile, streamed data at 512;
+#      with a profile (what the graph buys), profiles of the graphed step at batch 64 and at the large
+#      batches, streamed data at 512, NCHW instead of channels_last, and --compile (COMPILE=0 skips it);
 #   3. dcgan train mnist-cdcgan --seed 0, stopped by SIGTERM TRAIN_SECONDS (60) after launch, then
 #      dcgan eval of the checkpoint it wrote (FID, recall, label accuracy);
 #   4. sampling 10,000 images from that run (in-process time, and the `dcgan sample` command's wall time).
@@ -82,7 +85,7 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,c
   --format=csv 2>&1 | tee -a "$LOG"
 
 log "install"
-if ! python3 -m pip install -q --no-deps --no-build-isolation -e . >>"$LOG" 2>&1; then
+if [ "${INSTALL:-1}" = 1 ] && ! python3 -m pip install -q --no-deps --no-build-isolation -e . >>"$LOG" 2>&1; then
   log "pip install failed: running from the checkout"
   export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 fi
@@ -125,9 +128,19 @@ run bench-cdcgan 120 dcgan bench mnist-cdcgan --device "$DEVICE" --batch $B64,$B
 run bench-dcgan64-baseline 120 dcgan bench mnist-dcgan-64 --device "$DEVICE" --batch $B64 --baseline "${BENCH[@]}" "${TINY[@]}"
 run bench-dcgan64-graphed-profile 90 dcgan bench mnist-dcgan-64 --device "$DEVICE" --batch $B64 "${BENCH[@]}" "${TINY[@]}" \
   --profile "$DETAILS/trace-dcgan64-b$B64-graphed.json"
+run bench-dcgan64-large-profile 90 dcgan bench mnist-dcgan-64 --device "$DEVICE" --batch $B1024 "${BENCH[@]}" "${TINY[@]}" \
+  --profile "$DETAILS/trace-dcgan64-b$B1024-graphed.json"
+run bench-cdcgan-large-profile 90 dcgan bench mnist-cdcgan --device "$DEVICE" --batch $B512 "${BENCH[@]}" "${TINY[@]}" \
+  --profile "$DETAILS/trace-cdcgan-b$B512-graphed.json"
 run bench-dcgan64-eager-profile 90 dcgan bench mnist-dcgan-64 --device "$DEVICE" --batch $B64 --no-graphs "${BENCH[@]}" \
   "${TINY[@]}" --profile "$DETAILS/trace-dcgan64-b$B64-eager.json"
 run bench-cdcgan-stream 90 dcgan bench mnist-cdcgan --device "$DEVICE" --batch $B512 --placement stream "${BENCH[@]}" "${TINY[@]}"
+run bench-dcgan64-nchw 90 dcgan bench mnist-dcgan-64 --device "$DEVICE" --batch $B64,$B1024 --no-channels-last "${BENCH[@]}" "${TINY[@]}"
+# train.compile (off by default): ~20 s of compiling per process and batch size, then fewer, fused kernels
+if [ "${COMPILE:-1}" = 1 ]; then
+  run bench-dcgan64-compile 150 dcgan bench mnist-dcgan-64 --device "$DEVICE" --batch $B64,$B1024 --compile "${BENCH[@]}" "${TINY[@]}"
+  run bench-cdcgan-compile 150 dcgan bench mnist-cdcgan --device "$DEVICE" --batch $B64,$B512 --compile "${BENCH[@]}" "${TINY[@]}"
+fi
 
 # time to quality: the preset's defaults, stopped by SIGTERM TRAIN_SECONDS after launch
 RUN=$OUT/runs/cdcgan-${TRAIN_SECONDS}s

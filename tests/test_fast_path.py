@@ -357,3 +357,31 @@ def test_a_failed_capture_warns_and_training_goes_on_eagerly():
     assert step.graphs is False and step._replay is None
     assert len(warnings) == 1 and "CUDA graph capture failed" in warnings[0]
     assert torch.isfinite(stats).all()
+
+
+@needs_mnist
+def test_train_compile_steps_through_compiled_wrappers_that_share_the_weights(tmp_path, capsys, monkeypatch):
+    """train.compile=true: the step calls torch.compile wrappers of G and D (here with the aot_eager
+    backend, which needs no C++ toolchain), one static graph per shape; they share the models' weights,
+    so the run trains as the uncompiled one does and its checkpoint holds the plain state dicts."""
+    real_compile, compiled = torch.compile, []
+
+    def compile_aot_eager(module, **kwargs):
+        compiled.append((type(module).__name__, kwargs))
+        return real_compile(module, backend="aot_eager", **kwargs)
+
+    sets = [a for s in TINY for a in ("--set", s)]
+    plain, comp = tmp_path / "plain", tmp_path / "compiled"
+    assert main(["train", "mnist-cdcgan", "--steps", "4", "--device", "cpu", "--out", str(plain), "--quiet", *sets]) == 0
+    monkeypatch.setattr(torch, "compile", compile_aot_eager)
+    assert main(["train", "mnist-cdcgan", "--steps", "4", "--device", "cpu", "--out", str(comp), *sets,
+                 "--set", "train.compile=true"]) == 0
+    assert "torch.compile" in capsys.readouterr().err
+    assert compiled == [("Generator", {"dynamic": False}), ("Discriminator", {"dynamic": False})]
+    from dcgan.checkpoint import latest
+
+    a, b = latest(plain)[1]["models"], latest(comp)[1]["models"]
+    for which in ("G", "D", "G_ema"):
+        assert a[which].keys() == b[which].keys()  # no torch.compile prefixes in the checkpoint
+        for k, v in a[which].items():
+            assert torch.allclose(v.float(), b[which][k].float(), atol=1e-5), (which, k)

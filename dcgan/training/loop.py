@@ -142,7 +142,7 @@ def _train(cfg: Config, run_dir: Path, ranks: Ranks, *, resume: bool, data_dir: 
     # noise and fake labels of the training steps; each rank has its own stream
     gen = torch.Generator(device).manual_seed(dist.noise_seed(t.seed, ranks.rank))
     health = Health([opt_g, opt_d], [G, D], t.max_bad_steps, t.max_rollbacks)
-    step_fn = TrainStep(G_train, D_train, opt_g, opt_d, loss, cfg.loss, z_dim=cfg.model.z_dim, num_classes=num_classes,
+    step_fn = TrainStep(fast.step_module(G_train), fast.step_module(D_train), opt_g, opt_d, loss, cfg.loss, z_dim=cfg.model.z_dim, num_classes=num_classes,
                         g_steps=o.g_steps, gen=gen, health=health, dtype=fast.dtype,
                         channels_last=fast.memory_format == torch.channels_last, graphs=fast.graphs,
                         warn=lambda message: warn(message))
@@ -369,15 +369,25 @@ HEALTH_CHECK_EVERY = 25
 
 
 class FastPath:
-    """What the training step uses on this device: autocast dtype, memory format, CUDA graphs."""
+    """What the training step uses on this device: autocast dtype, memory format, CUDA graphs,
+    torch.compile."""
 
-    def __init__(self, dtype: torch.dtype | None, memory_format: torch.memory_format, graphs: bool):
-        self.dtype, self.memory_format, self.graphs = dtype, memory_format, graphs
+    def __init__(self, dtype: torch.dtype | None, memory_format: torch.memory_format, graphs: bool,
+                 compile: bool = False):
+        self.dtype, self.memory_format, self.graphs, self.compile = dtype, memory_format, graphs, compile
+
+    def step_module(self, module: torch.nn.Module) -> torch.nn.Module:
+        """What the training step calls for `module`: itself, or its torch.compile wrapper (which
+        shares its weights, so optimizers, EMA and checkpoints keep using the module itself)."""
+        # dynamic=False: one static graph per batch shape (a dynamic batch dimension measured slower)
+        return torch.compile(module, dynamic=False) if self.compile else module
 
     def describe(self) -> str:
         parts = ["bf16 autocast" if self.dtype == torch.bfloat16 else "fp32"]
         if self.memory_format == torch.channels_last:
             parts.append("channels_last")
+        if self.compile:
+            parts.append("torch.compile")
         if self.graphs:
             parts.append("CUDA graph")
         return " + ".join(parts)
@@ -392,7 +402,7 @@ def fast_path(cfg: Config, device: torch.device, kind: str, ranks: Ranks) -> Fas
     # DDP's gradient all-reduce is not captured: a distributed run steps eagerly. A replay runs the
     # kernels the eager step runs, so a deterministic run keeps the graph (tests/test_fast_path.py)
     graphs = cuda and t.cuda_graphs and not ranks.distributed
-    return FastPath(dtype, torch.channels_last if channels_last else torch.preserve_format, graphs)
+    return FastPath(dtype, torch.channels_last if channels_last else torch.preserve_format, graphs, t.compile)
 
 
 class _NonFinite(Exception):

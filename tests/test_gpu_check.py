@@ -1,0 +1,57 @@
+"""scripts/gpu_check.sh, the one-command GPU check, rehearsed on the CPU with tiny widths and counts:
+every part runs and records its figures, so the script works the first time a GPU is lent."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tarfile
+
+from conftest import REPO_ROOT, needs_mnist
+
+PARTS = ["environment", "bench-dcgan64", "bench-cdcgan", "bench-dcgan64-baseline", "bench-dcgan64-graphed-profile",
+         "bench-dcgan64-large-profile", "bench-cdcgan-large-profile", "bench-dcgan64-eager-profile",
+         "bench-cdcgan-stream", "bench-dcgan64-nchw", "train-60s", "eval-60s", "sample-10k", "sample-cli",
+         "train-with-eval", "total"]
+
+
+@needs_mnist
+def test_gpu_check_rehearsal_runs_every_part_on_the_cpu(tmp_path):
+    out = tmp_path / "check"
+    # the pytest part would run this suite's own files again, --compile needs a C++ toolchain and ~30 s a
+    # process on a CPU, and the checkout is installed already: those three are switched off here
+    env = {**os.environ, "DEVICE": "cpu", "REHEARSAL": "1", "RUN_TESTS": "0", "COMPILE": "0", "INSTALL": "0",
+           "TRAIN_SECONDS": "5"}
+    proc = subprocess.run(["bash", "scripts/gpu_check.sh", str(out)], cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r for r in results if r.get("failed")] == []
+    assert sorted({r["part"] for r in results}) == sorted(PARTS)
+    by_part = {}
+    for r in results:
+        by_part.setdefault(r["part"], []).append(r)
+
+    assert [r["batch"] for r in by_part["bench-dcgan64"]] == [8, 16, 32]  # one process, one line per batch
+    assert all(r["img_per_s"] > 0 and r["device"] == "cpu" for r in by_part["bench-cdcgan"])
+    (base,) = by_part["bench-dcgan64-baseline"]
+    assert base["baseline_img_per_s"] > 0 and base["speedup_vs_baseline"] > 0
+    for part in ("bench-dcgan64-graphed-profile", "bench-dcgan64-eager-profile", "bench-cdcgan-large-profile"):
+        assert by_part[part][0]["profile"]["iterations"] == 10
+    assert by_part["bench-cdcgan-stream"][0]["placement"] == "stream"
+    assert {r["channels_last"] for r in by_part["bench-dcgan64-nchw"]} == {False}
+
+    (train,) = by_part["train-60s"]
+    assert train["exit"] == 124 and train["step"] > 0 and len(train["checkpoints"]) == 1  # stopped by the SIGTERM
+    assert train["checkpoints"][0] == f"step-{train['step']:09d}.ckpt"
+    (ev,) = by_part["eval-60s"]
+    assert ev["protocol"]["step"] == train["step"] and ev["fid"] > 0 and "accuracy" in ev["label_accuracy"]
+    (sample,) = by_part["sample-10k"]
+    assert sample["shape"] == [200, 1, 28, 28] and sample["seconds"] > 0
+    evals = [r for r in by_part["train-with-eval"] if "fid" in r]
+    assert evals and all(r["fid"] > 0 for r in evals)
+
+    with tarfile.open(out / "details.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert {"details/trace-dcgan64-b8-graphed.json", "details/train-metrics.jsonl", "details/samples.png"} <= names
