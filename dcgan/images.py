@@ -8,6 +8,12 @@ import numpy as np
 from PIL import Image
 
 
+def from_uint8(x):
+    """uint8 images (torch tensor (N, C, H, W)) → float32 in [-1, 1], the scale the generators produce
+    and the discriminators and classifiers read. A new tensor (the input is never changed)."""
+    return x.float().div_(127.5).sub_(1.0)
+
+
 def to_uint8(x):
     """Float images in [-1, 1] (torch tensor) → uint8 tensor of the same shape."""
     return ((x.float() + 1.0) * 127.5).round_().clamp_(0, 255).to("cpu").byte()

@@ -299,3 +299,17 @@ def test_a_failed_start_does_not_leave_a_run_behind(tmp_path, capsys):
 def test_a_large_seed_is_handled_or_rejected(tmp_path, capsys):
     code = train("mnist-dcgan", tmp_path / "run", "--steps", "1", "--set", "train.batch=16", "--seed", str(2**45))
     assert code == 2 and "train.seed" in capsys.readouterr().err
+
+
+def test_checkpoints_every_n_steps_or_by_time(tmp_path):
+    """--checkpoint-every N: at every N-th step and the last; the default (train.checkpoint_every=0) is by
+    time: a short run writes only its last, and an interval that has always passed writes every step."""
+    steps = lambda run: [p.name for p in checkpoint.list_checkpoints(run)]  # noqa: E731
+    assert train("mnist-cdcgan", tmp_path / "n", "--steps", "7", "--checkpoint-every", "3",
+                 "--set", "train.keep_checkpoints=5") == 0
+    assert steps(tmp_path / "n") == [checkpoint.name_for(s) for s in (3, 6, 7)]
+    assert train("mnist-cdcgan", tmp_path / "default", "--steps", "7") == 0  # 10 minutes never pass here
+    assert steps(tmp_path / "default") == [checkpoint.name_for(7)]
+    assert train("mnist-cdcgan", tmp_path / "timed", "--steps", "7", "--set", "train.checkpoint_minutes=1e-9",
+                 "--set", "train.keep_checkpoints=10") == 0
+    assert steps(tmp_path / "timed") == [checkpoint.name_for(s) for s in range(1, 8)]
