@@ -19,13 +19,12 @@ import torch
 from .config import Config
 from .data.loader import make_batches
 from .data.prepare import prepare
+from .device import pick_device
+from .images import from_uint8
 from .losses import LOSSES
 from .models import build_discriminator, build_generator
-from .training.distributed import Ranks
-from .training.ema import EMA
-from .training.health import FiniteGuard, Health
-from .training.loop import HEALTH_CHECK_EVERY, fast_path, pick_device
 from .training.steps import TrainStep, d_step, g_step
+from .training.trainer import Trainer, seed_everything
 
 # Dense bf16 / fp32 tensor throughput used for "fraction of peak"; unknown devices report none.
 PEAK_TFLOPS = {"H100": {"bf16": 989.0, "fp32": 67.0}, "H200": {"bf16": 989.0, "fp32": 67.0},
@@ -72,41 +71,24 @@ def _peak_memory(device: torch.device) -> dict[str, Any]:
 def bench(cfg: Config, *, steps: int = 200, warmup: int = 20, windows: int = 5, baseline: bool = False,
           baseline_workers: int = 2, profile: str | None = None, data_dir: str | None = None,
           log=None) -> dict[str, Any]:
-    """Time the training iteration exactly as `dcgan train` runs it on this device (train.precision,
-    channels_last, cuda_graphs and placement apply as in training). `profile`: also profile
-    PROFILE_STEPS iterations, write their Chrome trace to that path and summarise them."""
+    """Time the training iteration exactly as `dcgan train` runs it on this device: the same Trainer
+    (train.precision, channels_last, cuda_graphs, compile) and batch source (placement). `profile`:
+    also profile PROFILE_STEPS iterations, write their Chrome trace to that path and summarise them."""
     device = pick_device(cfg.train.device)
-    torch.manual_seed(cfg.train.seed)
     torch.backends.cudnn.deterministic = cfg.train.deterministic  # as training sets them
     torch.backends.cudnn.benchmark = not cfg.train.deterministic
+    seed_everything(cfg.train.seed)
     data = prepare(cfg.data, data_dir, log=log)
-    K = data.num_classes if cfg.model.conditional else 0
     B = cfg.train.batch
-    fast = fast_path(cfg, device, data.kind, Ranks())
-    loss = LOSSES.get(cfg.loss.kind)
     batches = make_batches(data, B, cfg.train.seed, device, cfg.train.placement, cfg.train.prefetch, log=log)
-    G, D, opt_g, opt_d = _models(cfg, data.shape, K, device, fast.memory_format, capturable=fast.graphs)
-    opt_g, opt_d = FiniteGuard(opt_g), FiniteGuard(opt_d)
-    health = Health([opt_g, opt_d], [G, D], cfg.train.max_bad_steps, cfg.train.max_rollbacks)
-    ema = EMA(G, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
-    gen = torch.Generator(device).manual_seed(cfg.train.seed)
-    step_fn = TrainStep(fast.step_module(G), fast.step_module(D), opt_g, opt_d, loss, cfg.loss, z_dim=cfg.model.z_dim, num_classes=K,
-                        g_steps=cfg.optim.g_steps, gen=gen, health=health, dtype=fast.dtype,
-                        channels_last=fast.memory_format == torch.channels_last, graphs=fast.graphs, warn=log)
-    check_every = 1 if device.type == "cpu" else HEALTH_CHECK_EVERY
-    tick_sums = torch.zeros(4, device=device)
+    trainer = Trainer.build(cfg, data, device)
+    fast, K, loss = trainer.fast, trainer.num_classes, LOSSES.get(cfg.loss.kind)
+    G, D, opt_g, opt_d, gen = trainer.G, trainer.D, trainer.opt_g, trainer.opt_d, trainer.gen
     if fast.graphs:  # the capture happens after the eager warm-up steps; time only replays
-        warmup = max(warmup, step_fn.warmup + 2)
+        warmup = max(warmup, trainer.step_fn.warmup + 2)
 
     def iteration(step: int) -> None:  # what the training loop does per step, minus its ticks
-        nonlocal tick_sums
-        x, y = batches.get(step)
-        stats = step_fn(x, y)
-        if (step + 1) % check_every == 0:
-            health.check()
-        if ema is not None:
-            ema.update(G, step)
-        tick_sums += stats.nan_to_num(0.0)
+        trainer.train_step(*batches.get(step))
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -161,12 +143,12 @@ def bench(cfg: Config, *, steps: int = 200, warmup: int = 20, windows: int = 5, 
     result = {
         "device": name, "batch": B, "precision": precision,
         "channels_last": fast.memory_format == torch.channels_last, "compile": fast.compile,
-        "cuda_graphs": step_fn.graphs,  # false if a capture failed
+        "cuda_graphs": trainer.step_fn.graphs,  # false if a capture failed
         "placement": batches.placement,
         "img_per_s": img_s, "img_per_s_windows": rates, "steps_timed": per_window * windows,
         "ms_per_iteration": 1e3 * B / img_s,
         "ms_per_d_step": statistics.median(d_ms), "ms_per_g_step": statistics.median(g_ms),
-        "warmup_s": warmup_s, "capture_s": step_fn.capture_s,
+        "warmup_s": warmup_s, "capture_s": trainer.step_fn.capture_s,
         "flops_per_image": fpi, "achieved_tflops": achieved,
         "peak_tflops": peak_tflops, "fraction_of_peak": achieved / peak_tflops if peak_tflops else None,
         **_peak_memory(device),
@@ -228,7 +210,7 @@ class _HandWrittenDataset(torch.utils.data.Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int):
-        x = torch.from_numpy(np.array(self.images[i], dtype=np.float32)) / 127.5 - 1.0
+        x = from_uint8(torch.from_numpy(np.array(self.images[i])))
         return x, int(self.labels[i])
 
 

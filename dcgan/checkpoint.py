@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import pickle
 import sys
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 import torch
 
 from .errors import UserError
+from .files import atomic_write
 
 MAGIC = b"DCGAN-CHECKPOINT\n"
 FORMAT_VERSION = 1
@@ -43,39 +43,6 @@ def checkpoint_dir(run: Path) -> Path:
 
 def name_for(step: int) -> str:
     return f"step-{step:09d}{SUFFIX}"
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that a crash leaves either the old file or the new one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise UserError(f"could not write {path}: {e.strerror or e}; free space or fix permissions "
-                        f"(the previous file is intact)") from None
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def save(state: dict[str, Any], path: Path) -> None:

@@ -70,7 +70,7 @@ def _cmd_sample(args) -> int:
     import numpy as np
 
     from . import load_generator  # a run, a checkpoint or an hf export
-    from .data.sources import kind_of
+    from .data.raw import kind_of
     from .images import save_grid
     from .sampling import generate, parse_labels
 
@@ -126,7 +126,7 @@ def cmd_experiment(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from .config import SUPPORTED_RESOLUTIONS, Config, parse_set
+    from .config import SUPPORTED_RESOLUTIONS, Config, set_data_items
     from .data.prepare import default_workers, prepare
 
     if args.resolution != 0 and args.resolution not in SUPPORTED_RESOLUTIONS:
@@ -136,11 +136,7 @@ def cmd_prepare(args) -> int:
     cfg.set("data.dataset", args.dataset, "prepare")
     cfg.set("data.split", args.split, "--split")
     cfg.set("data.resolution", args.resolution, "--resolution")
-    for item in args.set or []:
-        key, value = parse_set(item)
-        if not key.startswith("data."):
-            raise UserError(f"--set {item!r}: prepare takes only data.* keys (e.g. data.path=..., data.crop=108)")
-        cfg.set(key, value)
+    set_data_items(cfg, args.set, "prepare", example="data.path=..., data.crop=108")
     cfg.validate()
     from .progress import showing
 

@@ -272,6 +272,18 @@ def parse_set(item: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def set_data_items(cfg: "Config", items: list[str] | None, command: str, fixed: tuple[str, ...] = (),
+                   example: str = "data.path=...") -> None:
+    """Apply a command's `--set data.KEY=VALUE` items to cfg.data. Commands that are about one dataset
+    take data.* keys only, and not the keys in `fixed` (those the command sets itself)."""
+    for item in items or []:
+        key, value = parse_set(item)
+        if not key.startswith("data.") or key in fixed:
+            but = f" other than {' and '.join(fixed)}" if fixed else ""
+            raise UserError(f"--set {item!r}: {command} takes only data.* keys{but} (e.g. {example})")
+        cfg.set(key, value)
+
+
 # ---- presets ------------------------------------------------------------------------------------
 
 PRESET_META_KEYS = ("description", "source")

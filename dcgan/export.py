@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from .data.raw import kind_of
 from .errors import UserError
+from .files import newest_eval
 
 EXPORT_FORMAT = "dcgan-generator"
 EXPORT_VERSION = 1
@@ -50,21 +52,6 @@ def _preset_of(run_name: str) -> str | None:
 def _run_folder(ckpt_path: Path) -> Path | None:
     run = ckpt_path.parent.parent
     return run if (run / "config.toml").exists() or (run / "metrics.jsonl").exists() else None
-
-
-def newest_eval(run: Path | None) -> dict[str, Any] | None:
-    """The last "kind": "eval" line of the run's metrics.jsonl, or None."""
-    if run is None or not (run / "metrics.jsonl").exists():
-        return None
-    evals = []
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and rec.get("kind") == "eval":
-            evals.append(rec)
-    return evals[-1] if evals else None
 
 
 def _load_run(run: str | Path):
@@ -116,19 +103,14 @@ def export_hf(run: str | Path, out: str | Path) -> dict[str, Any]:
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in G.state_dict().items()}
     save_file(tensors, str(out / "model.safetensors"))
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    images = kind_of_shape(G.out_shape) == "images"
+    images = kind_of(tuple(G.out_shape)) == "images"
     if images:
         _sample_grid(G, out / "sample.png")
-    (out / "README.md").write_text(model_card(config, newest_eval(run_dir), has_sample=images))
+    (out / "README.md").write_text(model_card(config, newest_eval(run_dir / "metrics.jsonl") if run_dir else None,
+                                                has_sample=images))
     files = ["config.json", "model.safetensors", "README.md"] + (["sample.png"] if images else [])
     return {"format": "hf", "out": str(out), "files": files, "checkpoint": str(ckpt), "step": info["step"],
             "generator": info["generator"]}
-
-
-def kind_of_shape(shape) -> str:
-    from .data.sources import kind_of
-
-    return kind_of(tuple(shape))
 
 
 def _out_dir(out: str | Path) -> Path:

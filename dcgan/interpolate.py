@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data.sources import kind_of
+from .data.raw import kind_of
 from .errors import UserError
 from .images import make_grid
 from .sampling import generate, noise

@@ -30,7 +30,9 @@ import tomllib
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from . import checkpoint
 from .errors import UserError
+from .files import atomic_write, read_metrics
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf", "#7f7f7f")
 THUMB_PX = 120  # height of a tick thumbnail in the strip (CSS pixels)
@@ -41,28 +43,6 @@ _KNOWN_TRAIN_KEYS = {"kind", "step", "images_seen", "d_loss", "g_loss", "d_real"
 
 
 # ---- reading the run ----------------------------------------------------------------------------
-
-def read_lines(path: Path) -> list[dict[str, Any]]:
-    """metrics.jsonl's records; a torn or foreign line (e.g. the last one after a crash) is skipped."""
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
-
-
-def _checkpoint_info(run: Path) -> tuple[Path, dict[str, Any]] | None:
-    from . import checkpoint
-
-    found = checkpoint.latest(run)
-    return found
-
 
 def _number(v: Any) -> float | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -365,11 +345,11 @@ def build_report(run: str | Path) -> tuple[str, dict[str, Any]]:
         config = tomllib.loads(config_text) if config_text else {}
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{run / 'config.toml'} is not valid TOML ({e})") from None
-    records = read_lines(run / "metrics.jsonl")
+    records = read_metrics(run / "metrics.jsonl")
     train = [r for r in records if r.get("kind", "train") == "train"]
     evals = [r for r in records if r.get("kind") == "eval"]
     warnings = [r for r in records if r.get("kind") == "warning"]
-    found = _checkpoint_info(run)
+    found = checkpoint.latest(run)
     ckpt_path, state = found if found else (None, {})
     data = state.get("data", {}) if state else {}
     num_classes = int(data.get("num_classes") or 0)
@@ -531,7 +511,6 @@ def build_report(run: str | Path) -> tuple[str, dict[str, Any]]:
 
 def write_report(run: str | Path, out: str | Path | None = None) -> dict[str, Any]:
     """Write the report (default RUN/report.html, atomically) → {"out", "bytes", "grids", ...}."""
-    from .checkpoint import atomic_write
 
     page, summary = build_report(run)
     path = Path(out) if out else Path(run) / "report.html"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from .data.sources import kind_of
+from .data.raw import kind_of
 from .errors import UserError
-from .images import to_uint8
+from .images import from_uint8, to_uint8
 
 
 def parse_labels(spec: str | None, n: int, num_classes: int) -> torch.Tensor | None:
@@ -92,7 +92,7 @@ def d_scores(D: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor | No
     out = []
     try:
         for i in range(0, len(images), batch_size):
-            x = images[i : i + batch_size].to(device).float().div(127.5).sub(1.0)  # (B, C, H, W) in [-1, 1]
+            x = from_uint8(images[i : i + batch_size].to(device))  # (B, C, H, W) in [-1, 1]
             y = labels[i : i + batch_size].to(device) if labels is not None else None
             out.append(real_probability(D(x, y)).cpu())
     finally:

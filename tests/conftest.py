@@ -54,3 +54,33 @@ def train_tiny_run(out: Path) -> Path:
     assert main(["train", "mnist-cdcgan", "--steps", "6", "--device", "cpu", "--out", str(out), "--quiet",
                  *sets, "--set", "train.tick_every=2"]) == 0
     return out
+
+
+class WrappedBatches:
+    """A training batch source (data/loader.py: get(step) -> (x, y)) with `transform(step, x, y) -> (x, y)`
+    applied to every batch: how tests poison or record what the training loop reads."""
+
+    def __init__(self, batches, transform):
+        self.batches, self.transform = batches, transform
+        self.placement = batches.placement
+
+    def get(self, step):
+        return self.transform(step, *self.batches.get(step))
+
+    def __enter__(self):
+        self.batches.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.batches.__exit__(*exc)
+
+
+def wrap_training_batches(monkeypatch, transform) -> None:
+    """Every `dcgan train` of this test (through dcgan.cli.main) reads its batches through `transform`."""
+    import functools
+
+    import dcgan.training
+    from dcgan.training import loop
+
+    monkeypatch.setattr(dcgan.training, "train",
+                        functools.partial(loop.train, wrap_batches=lambda b: WrappedBatches(b, transform)))

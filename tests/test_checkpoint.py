@@ -13,7 +13,7 @@ import warnings
 import pytest
 import torch
 
-from dcgan import checkpoint
+from dcgan import checkpoint, files
 from dcgan.errors import UserError
 
 
@@ -82,21 +82,21 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
 
 def test_failed_atomic_write_keeps_the_old_file(tmp_path, monkeypatch):
     path = tmp_path / "file.bin"
-    checkpoint.atomic_write(path, b"old")
+    files.atomic_write(path, b"old")
 
     def fail(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpoint.os, "replace", fail)
+    monkeypatch.setattr(files.os, "replace", fail)
     with pytest.raises(UserError, match="No space left"):
-        checkpoint.atomic_write(path, b"new")
+        files.atomic_write(path, b"new")
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]  # the temp file is gone
 
 
 def test_atomic_write_into_a_missing_folder(tmp_path):
     with pytest.raises(UserError, match="could not write"):
-        checkpoint.atomic_write(tmp_path / "nope" / "file.bin", b"x")
+        files.atomic_write(tmp_path / "nope" / "file.bin", b"x")
 
 
 # ---- damage ----------------------------------------------------------------------------------------

@@ -53,9 +53,9 @@ def test_noise_seeds_differ_per_rank_and_rank_0_keeps_the_single_process_seed():
 def test_batch_must_split_over_the_processes():
     from dcgan.errors import UserError
 
-    assert dist.per_rank_batch(64, dist.Ranks(0, 4)) == 16
+    assert dist.Ranks(0, 4).batch_per_rank(64) == 16
     with pytest.raises(UserError, match="multiple of 3"):
-        dist.per_rank_batch(64, dist.Ranks(0, 3))
+        dist.Ranks(0, 3).batch_per_rank(64)
 
 
 def test_two_processes_train_in_step_write_once_and_resume(tmp_path, capsys):

@@ -9,10 +9,9 @@ import math
 import pytest
 import torch
 
-from conftest import TINY, needs_mnist
+from conftest import TINY, needs_mnist, wrap_training_batches
 from dcgan import checkpoint
 from dcgan.cli import main
-from dcgan.training import loop
 
 pytestmark = needs_mnist
 
@@ -42,13 +41,13 @@ def assert_all_checkpoints_finite(run):
 def test_nan_batches_are_skipped_then_rolled_back_and_the_run_finishes(tmp_path, monkeypatch, capsys):
     poisoned = set()
 
-    def poison_once(step, x):  # steps 9..11 get a NaN batch, the first time they are seen only
+    def poison_once(step, x, y):  # steps 9..11 get a NaN batch, the first time they are seen only
         if 9 <= step <= 11 and step not in poisoned:
             poisoned.add(step)
-            return x * float("nan")
-        return x
+            return x * float("nan"), y
+        return x, y
 
-    monkeypatch.setattr(loop, "FAULT_HOOK", poison_once)
+    wrap_training_batches(monkeypatch, poison_once)
     run = tmp_path / "run"
     assert train(run, 20, "--checkpoint-every", "5", "--set", "train.max_bad_steps=3") == 0
     summary = json.loads(capsys.readouterr().out)
@@ -65,7 +64,7 @@ def test_nan_batches_are_skipped_then_rolled_back_and_the_run_finishes(tmp_path,
 
 
 def test_a_few_nan_batches_are_only_skipped(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(loop, "FAULT_HOOK", lambda step, x: x * float("nan") if step in (3, 7) else x)
+    wrap_training_batches(monkeypatch, lambda step, x, y: (x * float("nan") if step in (3, 7) else x, y))
     run = tmp_path / "run"
     assert train(run, 10, "--set", "train.max_bad_steps=3") == 0
     summary = json.loads(capsys.readouterr().out)
@@ -74,7 +73,7 @@ def test_a_few_nan_batches_are_only_skipped(tmp_path, monkeypatch, capsys):
 
 
 def test_persistent_nan_stops_with_a_clear_error_and_no_bad_checkpoint(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(loop, "FAULT_HOOK", lambda step, x: x * float("nan") if step >= 6 else x)
+    wrap_training_batches(monkeypatch, lambda step, x, y: (x * float("nan") if step >= 6 else x, y))
     run = tmp_path / "run"
     rc = train(run, 30, "--checkpoint-every", "4", "--set", "train.max_bad_steps=2", "--set", "train.max_rollbacks=2")
     assert rc == 1

@@ -15,7 +15,8 @@ from dcgan.cli import main
 from dcgan.config import DataConfig, ModelConfig
 from dcgan.data.loader import DeviceBatches
 from dcgan.data.prepare import prepare
-from dcgan.data.sources import SOURCES, kind_of
+from dcgan.data.raw import kind_of
+from dcgan.data.sources import SOURCES
 from dcgan.errors import UserError
 from dcgan.models import build_discriminator, build_generator
 from dcgan.sampling import generate

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from ..config import SUPPORTED_RESOLUTIONS, DataConfig
 from ..errors import UserError
-from .sources import RawData
+from .raw import RawData
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
@@ -291,10 +291,6 @@ def _take_rows(images: np.ndarray, rows: list[int], out: Path | None, chunk: int
     del images, dst
     os.replace(part, out)
     return np.load(out, mmap_mode="r+")
-
-
-def folder_root(root: Path, cfg: DataConfig, default: str) -> Path:
-    return Path(cfg.path).expanduser() if cfg.path else root / default
 
 
 def load_folder(folder: Path, cfg: DataConfig, what: str, how: str, log=None, into=None) -> RawData:

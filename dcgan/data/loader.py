@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..images import from_uint8
 
 PLACEMENTS = ("auto", "device", "stream")
 
@@ -57,7 +58,7 @@ def _permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 def _to_model_input(x: torch.Tensor, scale: bool) -> torch.Tensor:
     """uint8 (B, C, H, W) → float (B, C, H, W) in [-1, 1]; float points (B, D) → float (B, D)."""
-    return x.float().div_(127.5).sub_(1.0) if scale else x.float()
+    return from_uint8(x) if scale else x.float()
 
 
 class _Batches:

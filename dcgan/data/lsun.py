@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UserError
-from .sources import RawData
+from .raw import RawData
 
 
 def is_lmdb(path: Path) -> bool:

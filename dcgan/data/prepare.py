@@ -34,7 +34,8 @@ import torch.nn.functional as F
 
 from ..config import DataConfig
 from ..errors import UserError
-from .sources import SOURCES, DecodeTarget, kind_of
+from .raw import DecodeTarget, kind_of
+from .sources import SOURCES
 
 CACHE_VERSION = 1
 

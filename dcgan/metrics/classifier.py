@@ -236,7 +236,7 @@ def train_classifier(dataset: str = "mnist", *, epochs: int = DEFAULT_EPOCHS, se
     the split (quick checks; weights to ship use all of both)."""
     from ..config import DataConfig
     from ..data.prepare import prepare
-    from ..training.loop import pick_device
+    from ..device import pick_device
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if dataset not in DATASETS:
@@ -382,7 +382,7 @@ def train_any_classifier(data, *, epochs: int = DEFAULT_EPOCHS, seed: int = 0, o
 
     from ..data.prepare import data_root, prepare, resize
     from ..data.sources import SOURCES
-    from ..training.loop import pick_device
+    from ..device import pick_device
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     out = _check_options(epochs, batch, train_images, test_images, Path(out) if out else cached_weights_path(data),

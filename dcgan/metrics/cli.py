@@ -110,16 +110,12 @@ def _refuse(args, options, form: str) -> None:
 
 def _data_config(dataset: str, sets: list[str] | None):
     """DataConfig of `dataset` with --set data.* overrides, validated."""
-    from ..config import Config, parse_set
+    from ..config import Config, set_data_items
 
     cfg = Config()
     cfg.set("data.dataset", dataset, "DATASET")
-    for item in sets or []:
-        key, value = parse_set(item)
-        if not key.startswith("data.") or key in ("data.dataset", "data.split"):
-            raise UserError(f"--set {item!r}: dcgan eval takes only data.* keys other than data.dataset and data.split "
-                            f"(e.g. data.path=..., data.labels_from_subfolders=true)")
-        cfg.set(key, value)
+    set_data_items(cfg, sets, "dcgan eval", fixed=("data.dataset", "data.split"),
+                   example="data.path=..., data.labels_from_subfolders=true")
     cfg.validate()
     from ..data.sources import SOURCES
 

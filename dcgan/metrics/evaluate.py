@@ -391,7 +391,7 @@ def evaluate(source: str | Path, n: int = 10000, metrics: str | Sequence[str] | 
     from ..checkpoint import load_generator
     from ..config import DataConfig
     from ..sampling import generate, parse_labels
-    from ..training.loop import pick_device
+    from ..device import pick_device
     from .features import load_classifier
 
     log = log or _stderr

@@ -31,11 +31,16 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from ..device import pick_device
 from ..errors import UserError
 
 
 @dataclass(frozen=True)
 class Ranks:
+    """This process's place in the run, and the few collective operations training needs. In a
+    single process (world 1) every operation is a no-op or the identity, so the training code reads
+    the same either way."""
+
     rank: int = 0
     world: int = 1
     local_rank: int = 0
@@ -48,6 +53,102 @@ class Ranks:
     def distributed(self) -> bool:
         return self.world > 1
 
+    # ---- joining and leaving -----------------------------------------------------------------
+    def init(self, device_name: str) -> torch.device:
+        """Join the process group (when distributed) and return this rank's device."""
+        if not self.distributed:
+            return pick_device(device_name)
+        if device_name == "auto":
+            device_name = "cuda" if torch.cuda.is_available() else "cpu"
+        if device_name.startswith("cuda"):
+            if not torch.cuda.is_available():
+                raise UserError(f"--device {device_name}: no CUDA device is available here; use --device cpu")
+            if torch.cuda.device_count() <= self.local_rank:
+                raise UserError(f"local rank {self.local_rank} has no GPU ({torch.cuda.device_count()} visible); "
+                                f"start at most {torch.cuda.device_count()} processes per node")
+            device = torch.device("cuda", self.local_rank)  # one GPU per process, whatever cuda:N said
+            torch.cuda.set_device(device)
+            backend = "nccl"
+        else:
+            device, backend = torch.device("cpu"), "gloo"
+        if not dist.is_initialized():
+            dist.init_process_group(backend)
+        return device
+
+    def shutdown(self) -> None:
+        if self.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+    # ---- what the loop needs -----------------------------------------------------------------
+    def batch_per_rank(self, batch: int) -> int:
+        """This rank's share of the global batch `batch` (train.batch), which must split evenly."""
+        if batch % self.world:
+            raise UserError(f"train.batch={batch} does not split over {self.world} processes; "
+                            f"use a multiple of {self.world} (train.batch is the global batch)")
+        return batch // self.world
+
+    def wrap(self, model: nn.Module, device: torch.device, sync_bn: bool) -> nn.Module:
+        """DistributedDataParallel around `model` (the model itself when not distributed)."""
+        if not self.distributed:
+            return model
+        if sync_bn:
+            if device.type != "cuda":
+                raise UserError("train.sync_bn=true needs CUDA GPUs (SyncBatchNorm has no CPU kernel); "
+                                "leave it false on CPU processes (per-process batch statistics)")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        import inspect
+
+        from torch.nn.parallel import DistributedDataParallel
+
+        # no buffer broadcast at each forward (the keyword was renamed in torch 2.13)
+        no_sync = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                   else "broadcast_buffers")
+        return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None, **{no_sync: False})
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def agree_any(self, flags: list[bool], device: torch.device) -> list[bool]:
+        """Each flag true on every rank when it is true on any rank (one all-reduce)."""
+        if not self.distributed:
+            return flags
+        t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return [bool(v) for v in t.tolist()]
+
+    def from_main(self, obj: Any) -> Any:
+        """Rank 0's `obj` on every rank (pickled; for small objects and checkpoints)."""
+        if not self.distributed:
+            return obj
+        box = [obj if self.main else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's `obj`, in rank order, on every rank."""
+        if not self.distributed:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def mean_(self, t: torch.Tensor) -> torch.Tensor:
+        """Average `t` over the ranks, in place."""
+        if self.distributed:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+            t.div_(self.world)
+        return t
+
+    def average_buffers(self, modules: list[nn.Module]) -> None:
+        """Average the floating-point buffers (batch-norm running statistics) over the ranks."""
+        if not self.distributed:
+            return
+        for m in modules:
+            for b in m.buffers():
+                if b.is_floating_point():
+                    self.mean_(b.data)
+
 
 def launched() -> Ranks:
     """This process's place from the torchrun environment (one process when there is none)."""
@@ -57,39 +158,8 @@ def launched() -> Ranks:
     return Ranks(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def init(ranks: Ranks, device_name: str) -> torch.device:
-    """Join the process group (when distributed) and return this rank's device."""
-    if not ranks.distributed:
-        return _device(device_name)
-    if device_name == "auto":
-        device_name = "cuda" if torch.cuda.is_available() else "cpu"
-    if device_name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {device_name}: no CUDA device is available here; use --device cpu")
-        if torch.cuda.device_count() <= ranks.local_rank:
-            raise UserError(f"local rank {ranks.local_rank} has no GPU ({torch.cuda.device_count()} visible); "
-                            f"start at most {torch.cuda.device_count()} processes per node")
-        device = torch.device("cuda", ranks.local_rank)  # one GPU per process, whatever cuda:N said
-        torch.cuda.set_device(device)
-        backend = "nccl"
-    else:
-        device, backend = torch.device("cpu"), "gloo"
-    if not dist.is_initialized():
-        dist.init_process_group(backend)
-    return device
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA device is available here; use --device cpu or auto")
-    return torch.device(name)
-
-
-def shutdown(ranks: Ranks) -> None:
-    if ranks.distributed and dist.is_initialized():
-        dist.destroy_process_group()
+def unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)
 
 
 def noise_seed(seed: int, rank: int, step: int = 0) -> int:
@@ -98,88 +168,6 @@ def noise_seed(seed: int, rank: int, step: int = 0) -> int:
     if rank == 0 and step == 0:
         return seed + 1
     return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, np.uint64)[0] >> 1)
-
-
-def per_rank_batch(batch: int, ranks: Ranks) -> int:
-    if batch % ranks.world:
-        raise UserError(f"train.batch={batch} does not split over {ranks.world} processes; "
-                        f"use a multiple of {ranks.world} (train.batch is the global batch)")
-    return batch // ranks.world
-
-
-def wrap(model: nn.Module, ranks: Ranks, device: torch.device, sync_bn: bool) -> nn.Module:
-    """DistributedDataParallel around `model` (itself when not distributed)."""
-    if not ranks.distributed:
-        return model
-    if sync_bn:
-        if device.type != "cuda":
-            raise UserError("train.sync_bn=true needs CUDA GPUs (SyncBatchNorm has no CPU kernel); "
-                            "leave it false on CPU processes (per-process batch statistics)")
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    import inspect
-
-    from torch.nn.parallel import DistributedDataParallel
-
-    # no buffer broadcast at each forward (the keyword was renamed in torch 2.13)
-    no_sync = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
-               else "broadcast_buffers")
-    return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None, **{no_sync: False})
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    return getattr(model, "module", model)
-
-
-# ---- agreement between ranks (no-ops in a single process) --------------------------------------
-
-def agree_any(flags: list[bool], ranks: Ranks, device: torch.device) -> list[bool]:
-    """Each flag true on every rank when it is true on any rank (one all-reduce)."""
-    if not ranks.distributed:
-        return flags
-    t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return [bool(v) for v in t.tolist()]
-
-
-def barrier(ranks: Ranks) -> None:
-    if ranks.distributed:
-        dist.barrier()
-
-
-def from_main(obj: Any, ranks: Ranks) -> Any:
-    """Rank 0's `obj` on every rank (pickled; for small objects and checkpoints)."""
-    if not ranks.distributed:
-        return obj
-    box = [obj if ranks.main else None]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def gather(obj: Any, ranks: Ranks) -> list[Any]:
-    """Every rank's `obj`, in rank order, on every rank."""
-    if not ranks.distributed:
-        return [obj]
-    out: list[Any] = [None] * ranks.world
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def mean_(t: torch.Tensor, ranks: Ranks) -> torch.Tensor:
-    """Average `t` over the ranks, in place."""
-    if ranks.distributed:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        t.div_(ranks.world)
-    return t
-
-
-def average_buffers(modules: list[nn.Module], ranks: Ranks) -> None:
-    """Average the floating-point buffers (batch-norm running statistics) over the ranks."""
-    if not ranks.distributed:
-        return
-    for m in modules:
-        for b in m.buffers():
-            if b.is_floating_point():
-                mean_(b.data, ranks)
 
 
 def weights_digest(*modules: nn.Module) -> str:

@@ -1,8 +1,7 @@
-"""The run folder: config.toml, metrics.jsonl, grids/, checkpoints/."""
+"""The run folder: config.toml, metrics.jsonl, grids/, checkpoints/; what rank 0 records while training."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from .. import checkpoint
 from ..config import RESUMABLE_CHANGES, Config, diff, load_toml, to_toml
 from ..errors import UserError
+from ..files import MetricsLog, atomic_write
 
 
 def default_run_dir(name: str) -> Path:
@@ -52,38 +52,49 @@ def create_run(path: Path, cfg: Config) -> None:
     (path / "grids").mkdir(parents=True, exist_ok=True)
     checkpoint.checkpoint_dir(path).mkdir(exist_ok=True)
     checkpoint.remove_stale_temporaries(path)  # left by a writer killed mid-checkpoint
-    checkpoint.atomic_write(path / "config.toml", to_toml(cfg.to_dict()).encode())
+    atomic_write(path / "config.toml", to_toml(cfg.to_dict()).encode())
 
 
-class MetricsLog:
-    """Appends one JSON object per line to metrics.jsonl. On resume from step s, lines of training
-    after s (written before a crash) are dropped so that no step appears twice."""
+class RunRecord:
+    """What rank 0 writes while training besides checkpoints: metrics.jsonl (train, eval and warning
+    lines), TensorBoard (train.tensorboard), and the tick lines for a person (a progress bar on a
+    terminal, else the log). On the other ranks (`run_dir` None) it writes nothing."""
 
-    def __init__(self, path: Path, resume_step: int | None = None):
-        self.path = path
-        if resume_step is not None:
-            self.drop_after(resume_step)
+    def __init__(self, run_dir: Path | None, resume_step: int | None, tb_writer_class, log, progress=None):
+        from .tensorboard import TensorBoardLog
 
-    def drop_after(self, step: int) -> None:
-        """Forget training and eval lines after `step` (a rollback returned there)."""
-        if self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines() if line.strip() and not _after(line, step)]
-            checkpoint.atomic_write(self.path, "".join(line + "\n" for line in kept).encode())
+        self.log, self.progress = log, progress
+        self.metrics = MetricsLog(Path(run_dir) / "metrics.jsonl", resume_step) if run_dir is not None else None
+        self.tb = TensorBoardLog(run_dir, resume_step, tb_writer_class) if run_dir is not None and tb_writer_class else None
 
-    def write(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+    def tick(self, record: dict[str, Any], line: str) -> None:
+        if self.metrics is not None:
+            self.metrics.write(record)
+        if self.progress is not None:
+            self.progress.tick(record, line)  # a bar on a terminal, else this line
+        else:
+            self.log(line)
+        if self.tb is not None:
+            self.tb.tick(record)
 
+    def eval(self, result: dict[str, Any]) -> None:
+        if self.metrics is not None:
+            self.metrics.write(result)
+        if self.tb is not None:
+            self.tb.eval(result)
 
-def _after(line: str, step: int) -> bool:
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return True  # a torn last line from a crash
-    return record.get("kind", "train") in ("train", "eval") and record.get("step", 0) > step
+    def warn(self, step: int, message: str) -> None:
+        if self.metrics is not None:
+            self.metrics.write({"kind": "warning", "step": step, "message": message, "time": time.time()})
+        self.log(f"warning: {message}")
 
+    def rolled_back(self, step: int) -> None:
+        """Continue the record from `step` (a rollback returned there): later lines are dropped."""
+        if self.metrics is not None:
+            self.metrics.drop_after(step)
+        if self.tb is not None:
+            self.tb.reopen(step)
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
