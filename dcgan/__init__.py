@@ -1,6 +1,6 @@
 """dcgan: train, sample and measure DCGAN and conditional DCGAN models."""
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: F401
 
 
 def load_generator(run_or_checkpoint, device="cpu"):

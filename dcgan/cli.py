@@ -213,7 +213,7 @@ def cmd_export(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .version import __version__
 
     p = argparse.ArgumentParser(prog="dcgan", description="Train, sample and measure DCGAN models.")
     p.add_argument("--version", action="version", version=f"dcgan {__version__}")

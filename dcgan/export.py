@@ -77,7 +77,7 @@ def _sample_grid(G: torch.nn.Module, path: Path) -> None:
 def export_hf(run: str | Path, out: str | Path) -> dict[str, Any]:
     from safetensors.torch import save_file
 
-    from . import __version__
+    from .version import __version__
     from .checkpoint import load as load_ckpt
 
     G, info = _load_run(run)

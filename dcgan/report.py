@@ -331,7 +331,7 @@ def _series(name: str, records: list[dict[str, Any]], x: str, y: str, **kw) -> d
 
 def build_report(run: str | Path) -> tuple[str, dict[str, Any]]:
     """The HTML text of a run's report and a summary {grids, charts, warnings, evals}."""
-    from . import __version__
+    from .version import __version__
     import torch
 
     run = Path(run)

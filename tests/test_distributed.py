@@ -91,3 +91,89 @@ def test_two_processes_train_in_step_write_once_and_resume(tmp_path, capsys):
     s1 = json.loads(capsys.readouterr().out)
     assert s1["step"] == 8 and "processes" not in s1
     assert final_state(a)["step"] == 8
+
+
+# ---- what each process trains on, as the training path sees it ---------------------------------
+
+PROBE = '''
+import json, sys
+import torch
+from dcgan.config import resolve
+from dcgan.training import loop, steps
+from dcgan.training.distributed import Ranks, launched
+
+out, sets = sys.argv[1], sys.argv[2:]
+rank = launched().rank
+seen = {"x": [], "y": [], "z": [], "bn_before": [], "bn_after": []}
+
+class Recorded:  # the batch source, recording every batch this process trains on
+    def __init__(self, batches):
+        self.batches, self.placement = batches, batches.placement
+    def get(self, step):
+        x, y = self.batches.get(step)
+        seen["x"].append(x.clone()); seen["y"].append(y.clone())
+        return x, y
+    def __enter__(self):
+        self.batches.__enter__(); return self
+    def __exit__(self, *exc):
+        return self.batches.__exit__(*exc)
+
+draw = steps.TrainStep._noise
+def noise(self, B, device, out=None):  # the noise of each D step
+    z, y_fake = draw(self, B, device, out)
+    seen["z"].append(z[0].clone())
+    return z, y_fake
+steps.TrainStep._noise = noise
+
+average = Ranks.average_buffers
+def averaged(self, modules):  # D's batch-norm running statistics before and after the averaging
+    seen["bn_before"].append([b.clone() for b in modules[1].buffers() if b.is_floating_point()])
+    average(self, modules)
+    seen["bn_after"].append([b.clone() for b in modules[1].buffers() if b.is_floating_point()])
+Ranks.average_buffers = averaged
+
+cfg, _ = resolve("mnist-cdcgan", sets, {"train.device": "cpu"})
+summary = loop.train(cfg, out + "/run", wrap_batches=Recorded)
+torch.save(seen, f"{out}/seen-{rank}.pt")
+'''
+
+
+def test_each_process_trains_on_its_own_shard_with_its_own_noise_and_averaged_statistics(tmp_path):
+    """Recorded inside two torchrun processes: at every step the two shards together are the global
+    batch a one-process run reads (rank 0 the first half), each process draws other noise (rank 0
+    the one-process run's), and the checkpoint holds D's batch-norm statistics averaged over both."""
+    from dcgan.config import resolve
+    from dcgan.data.loader import DeviceBatches
+    from dcgan.data.prepare import prepare
+
+    probe = tmp_path / "probe.py"
+    probe.write_text(PROBE)
+    sets = [s for s in TINY + ["train.batch=16", "train.num_threads=1", "train.steps=6", "train.checkpoint_every=3"]]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(probe), str(tmp_path), *sets]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = [torch.load(tmp_path / f"seen-{r}.pt") for r in range(2)]
+
+    cfg, _ = resolve("mnist-cdcgan", sets, {})
+    data = prepare(cfg.data)
+    whole = DeviceBatches(data.images, data.labels, 16, cfg.train.seed, "cpu")  # one process, the global batch
+    assert len(seen[0]["x"]) == len(seen[1]["x"]) == 6
+    for step in range(6):
+        xg, yg = whole.get(step)
+        (x0, y0), (x1, y1) = ((s["x"][step], s["y"][step]) for s in seen)
+        assert x0.shape[0] == x1.shape[0] == 8
+        assert torch.equal(torch.cat([x0, x1]), xg) and torch.equal(torch.cat([y0, y1]), yg), step
+        assert not torch.equal(seen[0]["z"][step], seen[1]["z"][step]), step  # each process its own noise
+    one_process = torch.randn(8, cfg.model.z_dim, generator=torch.Generator().manual_seed(cfg.train.seed + 1))
+    assert torch.equal(seen[0]["z"][0], one_process)  # rank 0 continues a one-process run's noise stream
+
+    # at each checkpoint (steps 3 and 6) the statistics of the two processes differ and are averaged
+    assert len(seen[0]["bn_before"]) == 2
+    for k in range(2):
+        b0, b1 = seen[0]["bn_before"][k], seen[1]["bn_before"][k]
+        assert any(not torch.equal(u, v) for u, v in zip(b0, b1))
+        for u, v, a0, a1 in zip(b0, b1, seen[0]["bn_after"][k], seen[1]["bn_after"][k]):
+            assert torch.allclose(a0, (u + v) / 2) and torch.equal(a0, a1)
+    saved = [v for k, v in final_state(tmp_path / "run")["models"]["D"].items() if "running" in k]
+    assert all(torch.equal(s, a) for s, a in zip(saved, [b for b in seen[0]["bn_after"][1]]))

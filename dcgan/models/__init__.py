@@ -17,24 +17,11 @@ A D with model.d_head = "classes" returns (N, K+1) logits instead (K classes + "
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 import torch.nn as nn
 
 from ..config import ModelConfig
 from ..errors import UserError
-from ..registry import Registry
-
-
-@dataclass(frozen=True)
-class ModelFamily:
-    generator: Callable[[ModelConfig, tuple[int, ...], int], nn.Module]
-    discriminator: Callable[[ModelConfig, tuple[int, ...], int], nn.Module]
-    points: bool = False  # True: also models point data of shape (D,), not only images (C, H, W)
-
-
-MODELS: Registry[ModelFamily] = Registry("model architecture")
+from .family import MODELS, ModelFamily
 
 
 def _family(cfg: ModelConfig, shape: tuple[int, ...]) -> ModelFamily:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ..config import SUPPORTED_RESOLUTIONS, ModelConfig
 from ..errors import UserError
-from . import MODELS, ModelFamily
+from .family import MODELS, ModelFamily
 
 
 def start_size(resolution: int) -> tuple[int, int]:

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from ..config import ModelConfig
-from . import MODELS, ModelFamily
+from .family import MODELS, ModelFamily
 from .dcgan import concat_label
 
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..config import ModelConfig
 from ..errors import UserError
-from . import MODELS, ModelFamily
+from .family import MODELS, ModelFamily
 from .dcgan import concat_label, init_weights, label_maps
 
 

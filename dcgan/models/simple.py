@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ..config import ModelConfig
 from ..errors import UserError
-from . import MODELS, ModelFamily
+from .family import MODELS, ModelFamily
 from .dcgan import init_weights, label_maps
 
 
