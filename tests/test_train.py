@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import TINY, needs_mnist
+from conftest import TINY, needs_mnist, wrap_training_batches
 from dcgan import checkpoint
 from dcgan.cli import main
 from dcgan.config import Config, resolve
@@ -313,3 +313,26 @@ def test_checkpoints_every_n_steps_or_by_time(tmp_path):
     assert train("mnist-cdcgan", tmp_path / "timed", "--steps", "7", "--set", "train.checkpoint_minutes=1e-9",
                  "--set", "train.keep_checkpoints=10") == 0
     assert steps(tmp_path / "timed") == [checkpoint.name_for(s) for s in range(1, 8)]
+
+
+def test_a_resume_in_the_middle_of_a_tick_reproduces_the_next_metrics_lines(tmp_path, monkeypatch):
+    """Ticks every 4 steps, a checkpoint at step 6 (inside the tick 5-8), a crash at step 8: the run
+    resumed from step 6 writes the lines of steps 8 and 10 exactly as an uninterrupted run does (the
+    sums of steps 5 and 6 come back from the checkpoint), timing fields aside."""
+    flags = ["--steps", "10", "--checkpoint-every", "6", "--set", "train.tick_every=4"]
+    assert train("mnist-cdcgan", tmp_path / "straight", *flags) == 0
+
+    def crash_at_8(step, x, y):  # step is the number of steps done: 7 done, the 8th starts
+        if step == 7:
+            raise RuntimeError("the machine went down")
+        return x, y
+
+    wrap_training_batches(monkeypatch, crash_at_8)
+    with pytest.raises(RuntimeError, match="went down"):
+        train("mnist-cdcgan", tmp_path / "crashed", *flags)
+    monkeypatch.undo()
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path / "crashed")] == [checkpoint.name_for(6)]
+    assert train("mnist-cdcgan", tmp_path / "crashed", *flags, "--resume") == 0
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in TIMING} for r in rs if r["kind"] == "train"]  # noqa: E731
+    assert [r["step"] for r in strip(metrics(tmp_path / "crashed"))] == [4, 8, 10]
+    assert strip(metrics(tmp_path / "crashed")) == strip(metrics(tmp_path / "straight"))
