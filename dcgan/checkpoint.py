@@ -17,6 +17,7 @@ optim ({G, D}), rng ({...}).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -102,12 +103,48 @@ def list_checkpoints(run: Path) -> list[Path]:
 
 def latest(run: Path) -> tuple[Path, dict[str, Any]] | None:
     """The newest readable checkpoint of a run and its content; damaged newer ones are reported and skipped."""
+    found, damaged = newest_readable(run)
+    for path, reason in damaged:
+        print(f"dcgan: warning: skipping {path.name}: {reason}", file=sys.stderr)
+    return found
+
+
+def newest_readable(run: Path) -> tuple[tuple[Path, dict[str, Any]] | None, list[tuple[Path, str]]]:
+    """(the newest readable checkpoint and its content, or None; the newer ones that could not be
+    read, each with the reason)."""
+    damaged = []
     for path in reversed(list_checkpoints(run)):
         try:
-            return path, load(path)
+            return (path, load(path)), damaged
         except UserError as e:
-            print(f"dcgan: warning: skipping {path.name}: {e}", file=sys.stderr)
-    return None
+            damaged.append((path, str(e)))
+    return None, damaged
+
+
+def intact(path: Path) -> bool:
+    """Whether `path` is a whole checkpoint (header, length and content hash; no unpickling). Remembered
+    per (path, size, modification time), so pruning checks each file once."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return False
+    return _intact(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _intact(path: str, size: int, mtime_ns: int) -> bool:
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return False
+    end = data.find(b"\n", len(MAGIC))
+    try:
+        header = json.loads(data[len(MAGIC) : end])
+        payload = data[end + 1 :]
+        return (data.startswith(MAGIC) and header["format_version"] == FORMAT_VERSION and len(payload) == header["bytes"]
+                and hashlib.sha256(payload).hexdigest() == header["sha256"])
+    except (ValueError, KeyError, TypeError):
+        return False
 
 
 def remove_stale_temporaries(run: Path) -> int:
@@ -120,10 +157,17 @@ def remove_stale_temporaries(run: Path) -> int:
     return len(stale)
 
 
-def prune(run: Path, keep: int) -> None:
-    """Delete all but the newest `keep` checkpoints (call only after a new one is in place)."""
-    for path in list_checkpoints(run)[:-keep]:
-        path.unlink(missing_ok=True)
+def prune(run: Path, keep: int, written: Path | None = None) -> None:
+    """Keep the newest `keep` intact checkpoints of the run and delete the older intact ones (call only
+    after a new one is in place; `written`: that one, known intact). A damaged file counts for
+    nothing: it is never kept in place of an intact one, and it is left for a person to look at."""
+    kept = 0
+    for path in reversed(list_checkpoints(run)):
+        if path != written and not intact(path):
+            continue
+        kept += 1
+        if kept > keep:
+            path.unlink(missing_ok=True)
 
 
 def resolve(run_or_file: str | Path) -> tuple[Path, dict[str, Any]]:

@@ -251,3 +251,21 @@ def test_stale_temporaries_of_a_killed_writer_are_removed(tmp_path):
     (folder / "notes.txt").write_text("keep me")
     assert checkpoint.remove_stale_temporaries(tmp_path) == 1
     assert sorted(p.name for p in folder.iterdir()) == ["notes.txt", "step-000000002.ckpt"]
+
+
+def test_prune_never_keeps_a_damaged_checkpoint_in_place_of_an_intact_one(tmp_path):
+    """Three newer checkpoints truncated, two intact older ones: pruning to 3 deletes no intact
+    checkpoint (the damaged ones do not count) and leaves the damaged ones for a person to look at."""
+    for s in (10, 20, 30, 40, 50):
+        write(tmp_path, s)
+    for s in (30, 40, 50):
+        path = checkpoint.checkpoint_dir(tmp_path) / checkpoint.name_for(s)
+        path.write_bytes(path.read_bytes()[:200])
+    checkpoint.prune(tmp_path, 3)
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == [checkpoint.name_for(s) for s in (10, 20, 30, 40, 50)]
+    write(tmp_path, 25)
+    checkpoint.prune(tmp_path, 2, written=checkpoint.checkpoint_dir(tmp_path) / checkpoint.name_for(25))
+    names = [p.name for p in checkpoint.list_checkpoints(tmp_path)]
+    assert names == [checkpoint.name_for(s) for s in (20, 25, 30, 40, 50)]  # 10 went: the newest 2 intact are kept
+    assert not checkpoint.intact(checkpoint.checkpoint_dir(tmp_path) / checkpoint.name_for(30))
+    assert checkpoint.intact(checkpoint.checkpoint_dir(tmp_path) / checkpoint.name_for(20))

@@ -336,3 +336,41 @@ def test_a_resume_in_the_middle_of_a_tick_reproduces_the_next_metrics_lines(tmp_
     strip = lambda rs: [{k: v for k, v in r.items() if k not in TIMING} for r in rs if r["kind"] == "train"]  # noqa: E731
     assert [r["step"] for r in strip(metrics(tmp_path / "crashed"))] == [4, 8, 10]
     assert strip(metrics(tmp_path / "crashed")) == strip(metrics(tmp_path / "straight"))
+
+
+def test_resume_over_unreadable_checkpoints_is_refused_and_changes_nothing(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train("mnist-cdcgan", run, "--steps", "30", "--checkpoint-every", "10") == 0
+    for path in checkpoint.list_checkpoints(run):
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    before = snapshot(run)
+    capsys.readouterr()
+    assert train("mnist-cdcgan", run, "--steps", "60", "--resume") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"dcgan: error: cannot resume {run}")
+    assert all(checkpoint.name_for(s) in err[0] for s in (10, 20, 30)) and "another --out" in err[0]
+    assert snapshot(run) == before  # not a byte, not a modification time
+
+
+def test_resume_past_damaged_newer_checkpoints_keeps_the_newest_readable(tmp_path, capsys):
+    """Checkpoints 10, 20, 30 with 20 and 30 truncated: the run resumes from 10, and keeping 2
+    checkpoints never deletes the new intact one in favour of the damaged ones."""
+    run = tmp_path / "run"
+    keep = ["--set", "train.keep_checkpoints=3"]
+    assert train("mnist-cdcgan", run, "--steps", "30", "--checkpoint-every", "10", *keep) == 0
+    for s in (20, 30):
+        path = checkpoint.checkpoint_dir(run) / checkpoint.name_for(s)
+        path.write_bytes(path.read_bytes()[:100])
+    assert train("mnist-cdcgan", run, "--steps", "15", "--checkpoint-every", "5", "--resume",
+                 "--set", "train.keep_checkpoints=2") == 0
+    assert "skipping step-000000030.ckpt" in capsys.readouterr().err
+    names = [p.name for p in checkpoint.list_checkpoints(run)]
+    assert checkpoint.name_for(15) in names and checkpoint.name_for(10) in names
+    assert checkpoint.latest(run)[1]["step"] == 15
+
+
+def test_resume_of_a_folder_that_holds_no_run_is_refused(tmp_path, capsys):
+    typo = tmp_path / "rnu"
+    assert train("mnist-cdcgan", typo, "--steps", "4", "--resume") == 2
+    assert capsys.readouterr().err.strip() == f"dcgan: error: no run at {typo}; drop --resume to start one there"
+    assert not typo.exists()

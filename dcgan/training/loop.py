@@ -34,7 +34,7 @@ from ..errors import UserError
 from . import distributed as dist
 from .evaluation import Evaluator
 from .monitor import make_monitor
-from .run import RunRecord, check_resume_config, check_run, create_run
+from .run import RunRecord, check_resume_config, check_run, create_run, holds_run
 from .tensorboard import summary_writer_class
 from .trainer import NonFinite, Trainer, seed_everything
 
@@ -231,8 +231,18 @@ def _train(cfg: Config, run_dir: Path, ranks: dist.Ranks, resume: bool, data_dir
 
 def latest_for_resume(run_dir: Path, cfg: Config):
     """The newest readable checkpoint of the run (path, state), checked against the config; None
-    when the run has none yet."""
-    found = checkpoint.latest(run_dir)
+    when the run has none yet. A run whose checkpoints are all unreadable is refused (exit 2) before
+    anything is written: resuming it from step 0 would overwrite its record."""
+    if not holds_run(run_dir):
+        raise UserError(f"no run at {run_dir}; drop --resume to start one there")
+    found, damaged = checkpoint.newest_readable(run_dir)
+    if found is None and damaged:
+        names = "; ".join(f"{p.name}: {reason}" for p, reason in damaged)
+        raise UserError(f"cannot resume {run_dir}: none of its {len(damaged)} checkpoint(s) can be read ({names}). "
+                        f"Nothing was changed. Move them out of {checkpoint.checkpoint_dir(run_dir)} to start the run "
+                        f"again from step 0, or start a new run with another --out")
+    for path, reason in damaged:
+        print(f"dcgan: warning: skipping {path.name}: {reason}", file=sys.stderr)
     if found:
         check_resume_config(run_dir, found[1]["config"], cfg)
     return found

@@ -207,9 +207,9 @@ class Trainer:
             raise NonFinite()
         noise_ranks = self.ranks.gather(self.gen.get_state()) if self.ranks.distributed else None
         if self.ranks.main:
-            checkpoint.save({**self.state_dict(noise_ranks), **extra},
-                            checkpoint.checkpoint_dir(run_dir) / checkpoint.name_for(self.step))
-            checkpoint.prune(run_dir, keep)
+            path = checkpoint.checkpoint_dir(run_dir) / checkpoint.name_for(self.step)
+            checkpoint.save({**self.state_dict(noise_ranks), **extra}, path)
+            checkpoint.prune(run_dir, keep, written=path)
 
     def write(self, path: Path, **extra: Any) -> None:
         """Write this process's state to `path` without the ranks (rank 0's best.ckpt)."""
