@@ -1,4 +1,6 @@
-"""Shared fixtures: where real MNIST lives, and a per-session cache folder."""
+"""Shared fixtures: where real MNIST lives, and a per-session cache folder; and the count of the
+tests that skipped for lack of real MNIST, said at the end of every run and made a failure by
+DCGAN_REQUIRE_MNIST=1 (CI sets it, so a CI machine that lost its data cannot pass by skipping)."""
 
 from __future__ import annotations
 
@@ -20,7 +22,67 @@ def has_mnist() -> bool:
     return (real_data_root() / "mnist" / "train-images-idx3-ubyte.gz").is_file()
 
 
-needs_mnist = pytest.mark.skipif(not has_mnist(), reason="real MNIST not found (set DCGAN_DATA)")
+# Every skip for lack of real MNIST says this (in its reason), so the end of the run can count them.
+MNIST_MISSING = "real MNIST not found"
+REQUIRE_MNIST = "DCGAN_REQUIRE_MNIST"  # =1: a run in which any test skipped for lack of MNIST fails
+
+needs_mnist = pytest.mark.skipif(not has_mnist(), reason=f"{MNIST_MISSING} (set DCGAN_DATA)")
+
+
+# ---- the skips for lack of MNIST: counted, said at the end, a failure under DCGAN_REQUIRE_MNIST=1 ----
+
+def _skip_reason(report) -> str:
+    """The reason of a skipped report: longrepr is (file, line, "Skipped: REASON") for a skip."""
+    lr = report.longrepr
+    return str(lr[2]) if isinstance(lr, tuple) and len(lr) == 3 else str(lr or "")
+
+
+class _MnistSkips:
+    """The node ids of the tests (and modules) that skipped for lack of real MNIST."""
+
+    def __init__(self):
+        self.nodeids: list[str] = []
+
+    def pytest_runtest_logreport(self, report):
+        if report.skipped and not hasattr(report, "wasxfail") and MNIST_MISSING in _skip_reason(report):
+            self.nodeids.append(report.nodeid)
+
+    pytest_collectreport = pytest_runtest_logreport  # a module skipped as a whole
+
+
+_MNIST_SKIPS = pytest.StashKey[_MnistSkips]()
+
+
+def _mnist_required() -> bool:
+    return os.environ.get(REQUIRE_MNIST, "") not in ("", "0")
+
+
+def pytest_configure(config):
+    config.stash[_MNIST_SKIPS] = tracker = _MnistSkips()
+    config.pluginmanager.register(tracker, "dcgan-mnist-skips")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Under DCGAN_REQUIRE_MNIST=1 a run with a skip for lack of MNIST fails (exit 1), unless it failed already."""
+    tracker = session.config.stash.get(_MNIST_SKIPS, None)
+    if tracker and tracker.nodeids and _mnist_required() and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """One line (just above pytest's own count) saying how many tests skipped for lack of MNIST and how to get it."""
+    tracker = config.stash.get(_MNIST_SKIPS, None)
+    if not tracker or not tracker.nodeids:
+        return
+    n = len(tracker.nodeids)
+    what = f"{n} test{'s' if n != 1 else ''} skipped for lack of real MNIST (looked for {real_data_root() / 'mnist'})"
+    how = ("get it with `DCGAN_DATA=DIR dcgan prepare mnist` (downloads it to DIR/mnist) and run with DCGAN_DATA=DIR, "
+           "or point DCGAN_DATA at a folder holding mnist/")
+    if _mnist_required():
+        terminalreporter.write_line(f"{REQUIRE_MNIST}={os.environ[REQUIRE_MNIST]} and {what}: failing the run; {how}",
+                                    red=True, bold=True)
+    else:
+        terminalreporter.write_line(f"{what}: {how}; {REQUIRE_MNIST}=1 makes this a failure", yellow=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -47,7 +109,7 @@ def train_tiny_run(out: Path) -> Path:
     """A 6-step `mnist-cdcgan` run at TINY widths with a tick every 2 steps, in `out` (skips the
     test without real MNIST): the run the report, export and interpolation tests read."""
     if not has_mnist():
-        pytest.skip("real MNIST not found (set DCGAN_DATA)")
+        pytest.skip(f"{MNIST_MISSING} (set DCGAN_DATA)")
     from dcgan.cli import main
 
     sets = [a for item in TINY for a in ("--set", item)]

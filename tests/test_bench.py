@@ -14,19 +14,29 @@ from dcgan.config import Config, ModelConfig
 
 
 def test_flop_count_of_a_linear_model_matches_hand_count():
-    """An MLP toy model: count the matmul FLOPs of one training iteration by hand."""
+    """An MLP toy model: the matmul FLOPs of one training iteration (D step + one G step), counted
+    by hand and matched exactly, so a layer too many or too few, a gradient nobody needs (D's
+    weights in the G step) or a step left out of the count all fail."""
     cfg = Config()
     cfg.model = ModelConfig(arch="mlp", z_dim=4, g_width=8, d_width=8, g_depth=0, d_depth=1)
     shape = (2,)
-    fpi = flops_per_image(cfg, shape, 0, batch=8)
-    # G: linear 4→2 (one layer). D: 2→8, 8→1. A matmul (n×k)(k×m) counts 2nkm FLOPs; backward twice forward.
-    g_fwd = 2 * 4 * 2
-    d_fwd = 2 * (2 * 8 + 8 * 1)
-    # D step: G fwd, D fwd on real and fake, D bwd on both (weights + inputs: 2x fwd each; the first
-    # layer skips the input gradient on real data but autograd still counts what it runs).
-    # Rather than model autograd's exact choices, bound it: at least G fwd + 2 D fwd + the G step's D fwd + G bwd.
-    assert fpi >= g_fwd + 3 * d_fwd
-    assert fpi <= 3 * g_fwd + 9 * d_fwd + 2 * g_fwd
+    B = 8
+    fpi = flops_per_image(cfg, shape, 0, batch=B)
+    # G: one Linear 4→2 (g_depth=0). D: Linear 2→8, LeakyReLU, Linear 8→1. The counter counts
+    # matmuls only: a Linear k→m on (B, k) is an addmm of 2·B·k·m FLOPs forward; backward it runs
+    # one matmul for the weight's gradient (2·B·k·m) and one for the input's (2·B·k·m), each only
+    # when that gradient is needed; bias gradients are sums (not counted). Per image (÷ B):
+    g_lin = 2 * 4 * 2  # 16: G's one layer, one matmul
+    d_1, d_2 = 2 * 2 * 8, 2 * 8 * 1  # 32 and 16: D's two layers, one matmul each
+    # D step: fake = G(z) forward (z needs no gradient, fake is detached before D: no G backward);
+    # D(x) and D(fake.detach()) forward; backward through both: weight gradients of both layers,
+    # the input gradient of layer 2 only (neither x nor the detached fake needs one).
+    d_step = g_lin + 2 * (d_1 + d_2) + 2 * (d_1 + d_2 + d_2)  # 16 + 96 + 128 = 240
+    # G step: D(fake) forward with D's weights frozen (no weight gradients); backward: input
+    # gradients of D's layer 2 and layer 1 (down to fake), then G's weight gradient (z needs none).
+    g_step = (d_1 + d_2) + (d_2 + d_1) + g_lin  # 48 + 48 + 16 = 112
+    assert d_step + g_step == 352
+    assert fpi == d_step + g_step
 
 
 @needs_mnist

@@ -170,6 +170,67 @@ def test_parse_labels_unit():
         parse_labels("10", 3, 10)
 
 
+# ---- --top-k-by-d against a brute-force best k ------------------------------------------------
+
+class PixelG(torch.nn.Module):
+    """A stub generator of 2x2 grey images: pixel j of image i is tanh(z[i, j]), so the M images of a
+    seed are M different random images."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.z_dim, self.num_classes, self.out_shape = 4, num_classes, (1, 2, 2)
+        self.unused = torch.nn.Parameter(torch.zeros(1))  # for generate()'s device
+
+    def forward(self, z, y=None):
+        return torch.tanh(z).view(-1, 1, 2, 2)  # (N, 1, 2, 2) in [-1, 1]
+
+
+class BrightD(torch.nn.Module):
+    """A stub discriminator whose logit is a known function of the image and its label:
+    mean pixel (in [-1, 1]) + 0.01·label, so brighter images (and, a little, higher labels) look
+    more real."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x, y=None):
+        logit = x.mean((1, 2, 3))  # (N,)
+        return logit + 0.01 * y.float() if y is not None else logit
+
+
+@pytest.mark.parametrize("conditional", [True, False])
+def test_top_k_by_d_keeps_the_brute_force_best_k_best_first(conditional):
+    """top_k_by_d(k=5, m=40) against the best 5 of the same 40 images found by brute force from
+    the stub D's known score, computed here in float64 from the uint8 images (not with d_scores):
+    the exact indices (hence images and labels), best first, and their scores. The best 5 are not
+    the first 5, so returning the first k (sorted or not) fails."""
+    from dcgan.sampling import top_k_by_d
+
+    k, m, seed = 5, 40, 3
+    G, D = PixelG(10 if conditional else 0), BrightD()
+    labels = (torch.arange(m) * 7) % 10 if conditional else None  # (m,) every class, not in order
+    pool = generate(G, m, labels, seed=seed)  # (m, 1, 2, 2) uint8: the candidates top_k_by_d draws
+    x = pool.double().div(127.5).sub(1.0)  # (m, 1, 2, 2) as D sees them
+    score = x.mean((1, 2, 3)) + (0.01 * labels.double() if conditional else 0.0)  # (m,) the known logit
+    best = sorted(range(m), key=lambda i: -score[i].item())[:k]
+    top = sorted(score.tolist(), reverse=True)[: k + 1]
+    assert min(a - b for a, b in zip(top, top[1:])) > 1e-4  # no near-ties in the top k + 1: one right answer
+    assert set(best) != set(range(k))  # the test can tell the best k from the first k
+
+    images, top_labels, scores = top_k_by_d(G, D, k, m, labels, seed=seed, batch_size=16)
+    assert images.shape == (k, 1, 2, 2) and images.dtype == torch.uint8
+    assert len(set(map(bytes, pool.numpy()))) == m  # every candidate differs: an image names its index
+    picked = [next(i for i in range(m) if torch.equal(pool[i], img)) for img in images]  # their indices in pool
+    assert picked == best
+    assert torch.equal(images, pool[best])
+    if conditional:
+        assert top_labels.tolist() == labels[best].tolist()
+    else:
+        assert top_labels is None
+    assert scores.tolist() == pytest.approx(torch.sigmoid(score[best]).tolist(), abs=1e-6)
+
+
 # ---- bad inputs --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["s.jpg", "s", "s.NPZ"])
