@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from .errors import UserError
+from .files import check_writable
 
 DEFAULT_EVAL_KIMG = 50  # evaluation interval (thousand images) that --target-fid turns on
 
@@ -71,8 +72,9 @@ def _cmd_sample(args) -> int:
 
     from . import load_generator  # a run, a checkpoint or an hf export
     from .data.raw import kind_of
+    from .files import NpzWriter
     from .images import save_grid
-    from .sampling import generate, parse_labels
+    from .sampling import cycled, generate, generate_chunks, label_cycle, parse_labels
 
     if args.n < 1:
         raise UserError(f"--n must be >= 1, got {args.n}")
@@ -83,7 +85,16 @@ def _cmd_sample(args) -> int:
     out = Path(args.out)
     if out.suffix not in (".png", ".npz"):
         raise UserError(f"--out {out}: the file must end in .png (a grid) or .npz (arrays)")
+    check_writable(out)
     G, info = load_generator(args.run, device=args.device if args.device != "auto" else "cpu")
+    points = kind_of(G.out_shape) == "points"
+    n = args.top_k_by_d if args.top_k_by_d is not None else args.n
+    if out.suffix == ".png" and not points and n * int(np.prod(G.out_shape[1:])) > PNG_MAX_PIXELS:
+        raise UserError(f"--n {n}: a grid of {n} images of {G.out_shape[1]}x{G.out_shape[2]} is more than one PNG "
+                        f"holds ({PNG_MAX_PIXELS:,} pixels); write them to an .npz instead")
+    kind = "points" if points else "images"
+    dtype = np.float32 if points else np.uint8
+    out.parent.mkdir(parents=True, exist_ok=True)
     if args.top_k_by_d is not None:  # generate M, keep the K that D scores most real (best first)
         from .sampling import load_discriminator, top_k_by_d
 
@@ -91,29 +102,48 @@ def _cmd_sample(args) -> int:
         D = load_discriminator(info["path"], device=next(G.parameters()).device)
         images, labels, _ = top_k_by_d(G, D, args.top_k_by_d, m, parse_labels(args.labels, m, G.num_classes),
                                        seed=args.seed, batch_size=args.batch_size)
-        samples, args.n = images.numpy(), args.top_k_by_d
+        samples = images.numpy()
+        if out.suffix == ".npz":
+            with NpzWriter(out) as npz:
+                npz.add(kind, samples.shape, dtype, [samples])
+                if labels is not None:
+                    npz.add("labels", labels.shape, np.int64, [labels.numpy()])
+    elif out.suffix == ".npz":  # any n: generated and written chunk by chunk
+        cycle = label_cycle(args.labels, G.num_classes)
+        shape = (n, *G.out_shape)
+        need_disk(out, n * int(np.prod(G.out_shape)) * np.dtype(dtype).itemsize + (8 * n if cycle is not None else 0), n)
+        with NpzWriter(out) as npz:
+            chunks = generate_chunks(G, n, seed=args.seed, batch_size=args.batch_size, cycle=cycle)
+            npz.add(kind, shape, dtype, (x.numpy() for x, _ in chunks))  # images uint8 (N, C, H, W) / points float32 (N, D)
+            if cycle is not None:
+                npz.add("labels", (n,), np.int64, (cycled(cycle, i, min(n, i + 65536)).numpy() for i in range(0, n, 65536)))
     else:
-        labels = parse_labels(args.labels, args.n, G.num_classes)
-        # images: uint8 (N, C, H, W); points (toy GANs): float32 (N, D)
-        samples = generate(G, args.n, labels, seed=args.seed, batch_size=args.batch_size).numpy()
-    points = kind_of(G.out_shape) == "points"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".npz":
-        arrays = {"points" if points else "images": samples}
-        if labels is not None:
-            arrays["labels"] = labels.numpy().astype(np.int64)
-        np.savez(out, **arrays)
-    elif points:
-        from .toy.plot import save_samples
+        labels = parse_labels(args.labels, n, G.num_classes)
+        samples = generate(G, n, labels, seed=args.seed, batch_size=args.batch_size).numpy()
+        if points:
+            from .toy.plot import save_samples
 
-        save_samples(out, samples, info["data"]["dataset"], title=f"{args.n} samples, step {info['step']}")
-    else:
-        nrow = args.nrow or (G.num_classes if labels is not None and args.labels in (None, "all") and G.num_classes <= args.n
-                             else int(np.ceil(np.sqrt(args.n))))
-        save_grid(samples, out, nrow=nrow)
-    print(json.dumps({"out": str(out), "n": args.n, "checkpoint": info["path"], "step": info["step"],
+            save_samples(out, samples, info["data"]["dataset"], title=f"{n} samples, step {info['step']}")
+        else:
+            nrow = args.nrow or (G.num_classes if labels is not None and args.labels in (None, "all") and G.num_classes <= n
+                                 else int(np.ceil(np.sqrt(n))))
+            save_grid(samples, out, nrow=nrow)
+    print(json.dumps({"out": str(out), "n": n, "checkpoint": info["path"], "step": info["step"],
                       "generator": info["generator"]}))
     return 0
+
+
+PNG_MAX_PIXELS = 1 << 28  # 268M pixels: the largest grid `dcgan sample` writes as one PNG
+
+
+def need_disk(out: Path, nbytes: int, n: int) -> None:
+    """Exit 2 before any work when the disk under `out` cannot hold `nbytes` (plus a little)."""
+    import shutil
+
+    free = shutil.disk_usage(out.parent).free
+    if nbytes + (1 << 20) > free:
+        raise UserError(f"--out {out}: {n:,} samples need {nbytes / 2**30:.1f} GiB on disk and {free / 2**30:.1f} GiB "
+                        f"is free there; ask for fewer (--n) or write elsewhere")
 
 
 def cmd_experiment(args) -> int:
@@ -188,6 +218,7 @@ def cmd_interpolate(args) -> int:
     out = Path(args.out)
     if out.suffix not in (".png", ".gif"):
         raise UserError(f"--out {out}: the file must end in .png (a strip) or .gif (an animation)")
+    check_writable(out)
     if args.steps is not None and args.steps < 2:
         raise UserError(f"--steps must be >= 2 (the two ends), got {args.steps}")
     if args.scale < 1:
@@ -207,6 +238,8 @@ def cmd_interpolate(args) -> int:
 
 def cmd_export(args) -> int:
     from .export import export
+
+    check_writable(Path(args.out))
 
     print(json.dumps(export(args.run, args.format, args.out)))
     return 0
@@ -367,6 +400,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`dcgan presets | head`): stop quietly, as other tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as e:
+        if e.filename is None:
+            raise
+        # a file the command reads or writes (a read-only folder, a full disk, a path through a file)
+        print(f"dcgan: error: {e.filename}: {e.strerror or e}; check the path and its permissions", file=sys.stderr)
+        return 2
     except Exception as e:  # noqa: BLE001 - turn a training stop into its exit code
         from .training import Stopped
         from .training.health import TrainingDiverged

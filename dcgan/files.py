@@ -1,6 +1,7 @@
-"""Files of a run folder that must survive a crash: `atomic_write` (a file is either the old one or
-the new one, whole) and metrics.jsonl (one JSON object per line, appended; a torn last line from a
-crash is skipped when read)."""
+"""Files the commands write, so that a crash or a full disk never leaves a torn one: `atomic_write` (a
+file is either the old one or the new one, whole), `NpzWriter` (a large .npz written chunk by chunk),
+metrics.jsonl (one JSON object per line, appended; a torn last line from a crash is skipped when
+read), and `check_writable` (an output path checked before any work)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .errors import UserError
 
@@ -31,6 +34,22 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise UserError(f"could not write {path}: {e.strerror or e}; free space or fix permissions "
                         f"(the previous file is intact)") from None
     _fsync_dir(path.parent)
+
+
+def check_writable(path: Path, flag: str = "--out") -> None:
+    """Exit 2 (UserError), naming `path` and the reason, when it cannot be created or written: its
+    nearest existing ancestor is a file, or not writable (permissions, a read-only filesystem).
+    Creates nothing, so a command can check its output before any work."""
+    path = Path(path).expanduser().absolute()
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if existing != path and not existing.is_dir():
+        raise UserError(f"{flag} {path}: {existing} is a file, not a folder; choose another path")
+    folder = existing if existing.is_dir() else existing.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: {folder} is not writable (permission denied or a read-only filesystem); "
+                        f"choose another path")
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -95,3 +114,49 @@ def _after(line: str, step: int) -> bool:
     except ValueError:
         return True  # a torn last line from a crash
     return record.get("kind", "train") in ("train", "eval") and record.get("step", 0) > step
+
+
+class NpzWriter:
+    """An .npz (numpy's zip of .npy files, uncompressed, as np.savez writes it) written array by array,
+    each from chunks, so no array has to fit in memory. The file appears whole at the end (a temporary
+    beside it, renamed); with the writer left by an exception, the temporary is removed.
+
+        with NpzWriter(path) as npz:
+            npz.add("images", (n, C, H, W), np.uint8, chunks)   # chunks: arrays along the first axis
+    """
+
+    def __init__(self, path: Path):
+        import zipfile
+
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self.zip = zipfile.ZipFile(self.tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+
+    def add(self, name: str, shape: tuple[int, ...], dtype, chunks) -> None:
+        dtype = np.dtype(dtype)
+        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+        rows = 0
+        try:
+            with self.zip.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array_header_2_0(f, header)
+                for chunk in chunks:
+                    chunk = np.ascontiguousarray(chunk, dtype=dtype)
+                    if chunk.shape[1:] != tuple(shape[1:]):
+                        raise ValueError(f"{name}: a chunk of shape {chunk.shape} for an array of shape {shape}")
+                    f.write(chunk.tobytes())
+                    rows += len(chunk)
+        except OSError as e:  # e.g. the disk filled up: name the file the user asked for, not the temporary
+            raise OSError(e.errno, e.strerror or str(e), str(self.path)) from None
+        if rows != shape[0]:
+            raise ValueError(f"{name}: {rows} rows written for an array of shape {shape}")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.zip.close()
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+            _fsync_dir(self.path.parent)
+        else:
+            self.tmp.unlink(missing_ok=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
 
 from .data.raw import kind_of
@@ -9,15 +11,16 @@ from .errors import UserError
 from .images import from_uint8, to_uint8
 
 
-def parse_labels(spec: str | None, n: int, num_classes: int) -> torch.Tensor | None:
-    """'all' cycles 0..K-1; '3' repeats one class; '0,1,2' cycles the list. None for unconditional."""
+def label_cycle(spec: str | None, num_classes: int) -> torch.Tensor | None:
+    """The labels `spec` asks for, as the cycle they repeat: 'all' → 0..K-1, '3' → [3], '0,1,2' →
+    [0, 1, 2]; None for an unconditional generator. Sample i gets cycle[i % len(cycle)]."""
     if num_classes == 0:
         if spec not in (None, "all"):
             raise UserError("this generator is unconditional; drop --labels")
         return None
     spec = spec or "all"
     if spec == "all":
-        return torch.arange(n) % num_classes
+        return torch.arange(num_classes)
     try:
         values = [int(v) for v in spec.split(",")]
     except ValueError:
@@ -25,7 +28,21 @@ def parse_labels(spec: str | None, n: int, num_classes: int) -> torch.Tensor | N
     bad = [v for v in values if not 0 <= v < num_classes]
     if bad:
         raise UserError(f"--labels {spec!r}: classes must be in 0..{num_classes - 1}, got {bad}")
-    return torch.tensor(values).repeat((n + len(values) - 1) // len(values))[:n]
+    return torch.tensor(values)
+
+
+def cycled(cycle: torch.Tensor | None, start: int, stop: int) -> torch.Tensor | None:
+    """Labels start..stop-1 of the repeating `cycle` (int64), or None."""
+    return None if cycle is None else cycle[torch.arange(start, stop) % len(cycle)]
+
+
+def parse_labels(spec: str | None, n: int, num_classes: int) -> torch.Tensor | None:
+    """'all' cycles 0..K-1; '3' repeats one class; '0,1,2' cycles the list. None for unconditional."""
+    return cycled(label_cycle(spec, num_classes), 0, n)
+
+
+# Noise is drawn this many rows at a time: a multiple of 16, so the blocks continue one draw exactly.
+NOISE_BLOCK = 4096
 
 
 def noise(n: int, z_dim: int, seed: int) -> torch.Tensor:
@@ -34,7 +51,56 @@ def noise(n: int, z_dim: int, seed: int) -> torch.Tensor:
     return torch.randn(n, z_dim, generator=g)
 
 
+def noise_blocks(n: int, z_dim: int, seed: int, rows: int = NOISE_BLOCK) -> Iterator[torch.Tensor]:
+    """noise(n, z_dim, seed) in consecutive blocks of about `rows` rows, never holding more.
+
+    torch's CPU normal sampler fills a tensor 16 values at a time from consecutive uniform draws
+    (and draws 16 more for a ragged end), so blocks whose sizes are multiples of 16 values continue
+    one draw exactly, as long as the last block has at least 16 values: a shorter tail joins the
+    block before it (tests/test_sampling.py checks the equality)."""
+    assert rows % 16 == 0
+    g = torch.Generator().manual_seed(seed)
+    start = 0
+    while start < n:
+        stop = min(n, start + rows)
+        if 0 < (n - stop) * z_dim < 16:
+            stop = n
+        yield torch.randn(stop - start, z_dim, generator=g)
+        start = stop
+
+
 @torch.no_grad()
+def generate_chunks(G: torch.nn.Module, n: int, labels: torch.Tensor | None = None, seed: int = 0,
+                    batch_size: int = 500, z: torch.Tensor | None = None,
+                    cycle: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """generate()'s samples in consecutive chunks (samples, their labels or None), holding one noise
+    block at a time, so any n fits in memory. Labels: `labels` (n,), or a repeating `cycle`."""
+    device = next(G.parameters()).device
+    convert = to_uint8 if kind_of(G.out_shape) == "images" else (lambda x: x.float().cpu())
+    blocks = noise_blocks(n, G.z_dim, seed) if z is None else (z[i : i + NOISE_BLOCK] for i in range(0, n, NOISE_BLOCK))
+    was_training = G.training
+    G.eval()
+    try:
+        from .progress import steps  # a bar only inside progress.showing() (dcgan sample / eval)
+
+        start = 0
+        bar = steps(range(n), desc="generate", unit="img")
+        for block in blocks:  # (rows, z_dim)
+            for i in range(0, len(block), batch_size):
+                zb = block[i : i + batch_size]
+                lo, hi = start + i, start + i + len(zb)
+                yb = labels[lo:hi] if labels is not None else cycled(cycle, lo, hi)
+                out = convert(G(zb.to(device), yb.to(device) if yb is not None else None))
+                if hasattr(bar, "update"):
+                    bar.update(len(zb))
+                yield out, yb
+            start += len(block)
+    finally:
+        G.train(was_training)
+        if hasattr(bar, "close"):
+            bar.close()
+
+
 def generate(G: torch.nn.Module, n: int, labels: torch.Tensor | None = None, seed: int = 0,
              batch_size: int = 500, z: torch.Tensor | None = None) -> torch.Tensor:
     """n samples from G (switched to eval mode for the call), on the CPU: images as uint8
@@ -43,23 +109,9 @@ def generate(G: torch.nn.Module, n: int, labels: torch.Tensor | None = None, see
     The noise is drawn once for all n from `seed` (or given as `z`), so the result does not
     depend on `batch_size`.
     """
-    device = next(G.parameters()).device
+    parts = [x for x, _ in generate_chunks(G, n, labels, seed, batch_size, z)]
     images = kind_of(G.out_shape) == "images"
-    convert = to_uint8 if images else (lambda x: x.float().cpu())
-    z = noise(n, G.z_dim, seed) if z is None else z
-    was_training = G.training
-    G.eval()
-    out = []
-    try:
-        from .progress import steps  # a bar only inside progress.showing() (dcgan sample / eval)
-
-        for i in steps(range(0, n, batch_size), desc="generate"):
-            zb = z[i : i + batch_size].to(device)
-            yb = labels[i : i + batch_size].to(device) if labels is not None else None
-            out.append(convert(G(zb, yb)))
-    finally:
-        G.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, *G.out_shape, dtype=torch.uint8 if images else torch.float32)
+    return torch.cat(parts) if parts else torch.empty(0, *G.out_shape, dtype=torch.uint8 if images else torch.float32)
 
 
 def load_discriminator(run_or_file, device: str | torch.device = "cpu") -> torch.nn.Module:

@@ -45,7 +45,8 @@ def main() -> int:
         kills = 0
         while kills < args.kills:
             before = checkpoint.list_checkpoints(run)
-            proc = subprocess.Popen(cmd(run, args.steps, "--resume"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            resume = ("--resume",) if (run / "config.toml").exists() else ()  # the first start: a new run
+            proc = subprocess.Popen(cmd(run, args.steps, *resume), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             deadline = time.time() + 120
             while time.time() < deadline and proc.poll() is None and checkpoint.list_checkpoints(run) == before:
                 time.sleep(0.01)

@@ -166,7 +166,7 @@ def test_a_full_disk_stops_the_run_and_keeps_the_previous_checkpoint(tmp_path, m
     import errno
     import os
 
-    from dcgan import checkpoint
+    from dcgan import checkpoint, files
 
     real_replace = os.replace
     calls = {"n": 0}
@@ -178,7 +178,7 @@ def test_a_full_disk_stops_the_run_and_keeps_the_previous_checkpoint(tmp_path, m
                 raise OSError(errno.ENOSPC, "No space left on device")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(checkpoint.os, "replace", replace)
+    monkeypatch.setattr(files.os, "replace", replace)
     run = tmp_path / "run"
     rc = main([*TRAIN, "mnist-cdcgan", "--steps", "6", "--checkpoint-every", "2", "--out", str(run), *SETS])
     assert rc == 2
@@ -222,3 +222,73 @@ def test_image_folder_with_corrupt_truncated_and_non_image_files(tmp_path, capsy
     (tmp_path / "empty").mkdir()
     assert main(["prepare", "folder", "--set", f"data.path={tmp_path / 'empty'}"]) == 2
     assert "empty" in capsys.readouterr().err
+
+
+def test_strict_is_honoured_when_a_cache_entry_of_the_folder_exists(tmp_path, capsys):
+    """A folder prepared without data.strict (its unreadable files left out), then the same folder and
+    settings with data.strict=true: exit 2 naming a left-out file, as a fresh cache would; a clean
+    folder's entry is reused with data.strict=true."""
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8)).save(folder / f"ok{i}.png")
+    same = ["prepare", "folder", "--set", f"data.path={folder}", "--resolution", "32"]
+    assert main(same + ["--set", "data.strict=true"]) == 0  # clean: strict or not, one entry
+    assert main(same) == 0
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    assert main(same) == 0
+    capsys.readouterr()
+    assert main(same + ["--set", "data.strict=true"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "broken.png is not a readable image" in err[0] and "data.strict" in err[0]
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "mnist-cdcgan", "--steps", "2", "--device", "cpu", "--out", "{blocked}/run"],
+    ["sample", "{run}", "--n", "4", "--out", "{blocked}/x.png"],
+    ["sample", "{run}", "--n", "4", "--out", "{blocked}/x.npz"],
+    ["export", "{run}", "--format", "hf", "--out", "{blocked}/hf"],
+    ["interpolate", "{run}", "--from-seed", "1", "--to-seed", "2", "--out", "{blocked}/walk.gif"],
+], ids=["train", "sample-png", "sample-npz", "export", "interpolate"])
+def test_an_output_path_that_cannot_be_written_is_one_line_and_exit_2(command, tmp_path, trained, capsys):
+    """The output lies under a file (what a read-only folder or a typo gives too): exit 2 before any
+    work, one line naming the path and the reason, and nothing created."""
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    argv = [a.format(blocked=blocked, run=trained["mnist-cdcgan"]) for a in command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("dcgan: error: --out ") and "is a file, not a folder" in err[0]
+    assert blocked.read_text() == "not a folder" and sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
+                    reason="root writes into read-only folders")
+def test_a_read_only_folder_is_one_line_and_exit_2(tmp_path, trained, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        assert main(["sample", str(trained["mnist-cdcgan"]), "--n", "4", "--out", str(ro / "x.png")]) == 2
+        assert "is not writable" in capsys.readouterr().err
+    finally:
+        ro.chmod(0o755)
+
+
+def test_a_write_that_fails_midway_is_one_line_and_exit_2(tmp_path, trained, monkeypatch, capsys):
+    """The disk fills up while the file is written: one line naming the file, exit 2, no traceback."""
+    import numpy as np
+
+    def full(f, header):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np.lib.format, "write_array_header_2_0", full)
+    out = tmp_path / "x.npz"
+    assert main(["sample", str(trained["mnist-cdcgan"]), "--n", "4", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"dcgan: error: {out}: No space left on device; check the path and its permissions"]
+    assert list(tmp_path.iterdir()) == []  # no partial file, no temporary

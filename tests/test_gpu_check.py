@@ -20,9 +20,10 @@ PARTS = ["environment", "bench-dcgan64", "bench-cdcgan", "bench-dcgan64-baseline
 def test_gpu_check_rehearsal_runs_every_part_on_the_cpu(tmp_path):
     out = tmp_path / "check"
     # the pytest part would run this suite's own files again, --compile needs a C++ toolchain and ~30 s a
-    # process on a CPU, and the checkout is installed already: those three are switched off here
+    # process on a CPU, and the checkout is installed already: those three are switched off here. The
+    # SIGTERM comes 15 s after launch: time enough for the start-up and a first step on a loaded machine
     env = {**os.environ, "DEVICE": "cpu", "REHEARSAL": "1", "RUN_TESTS": "0", "COMPILE": "0", "INSTALL": "0",
-           "TRAIN_SECONDS": "5"}
+           "TRAIN_SECONDS": "15"}
     proc = subprocess.run(["bash", "scripts/gpu_check.sh", str(out)], cwd=REPO_ROOT, env=env, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

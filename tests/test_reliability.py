@@ -57,7 +57,8 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise_exact(tmp_path):
     rng = random.Random(1234)
     kills = 0
     while kills < 5:
-        proc = subprocess.Popen(train_cmd(run, steps, "--resume"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        resume = ("--resume",) if (run / "config.toml").exists() else ()  # a first start, or one killed before its folder
+        proc = subprocess.Popen(train_cmd(run, steps, *resume), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         # wait until training is under way (a checkpoint newer than before exists), then kill at a random instant
         before = len(checkpoint.list_checkpoints(run)) and checkpoint.list_checkpoints(run)[-1]
         deadline = time.time() + 60
@@ -148,8 +149,8 @@ def test_crafted_pickles_are_refused_by_sample_eval_and_resume(tmp_path, kind, c
     assert main(["sample", str(run), "--n", "4", "--out", str(tmp_path / "y.png")]) == 2
     assert main(["eval", str(run), "--n", "20"]) == 2
     rc = main(["train", "mnist-cdcgan", "--steps", "2", "--device", "cpu", "--out", str(run), "--resume", "--quiet", *SETS])
-    # resume skips the unreadable file (reported) and starts afresh; it never unpickles it
-    assert rc == 0
+    # resume refuses a run whose checkpoints are all unreadable, naming the file; it never unpickles it
+    assert rc == 2
     assert not marker.exists()
     err = capsys.readouterr().err
-    assert "step-000000100.ckpt" in err
+    assert "step-000000100.ckpt" in err and "cannot resume" in err

@@ -312,3 +312,62 @@ def test_batch_size_negative(runs, tmp_path, capsys):
 
 def test_negative_nrow(runs, tmp_path, capsys):
     assert run_sample(runs["cond"], tmp_path / "s.png", "--n", "4", "--nrow", "-1") == 2
+
+
+# ---- any --n: noise in blocks, samples written chunk by chunk -----------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from dcgan.sampling import noise_blocks  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 3000), z_dim=st.integers(1, 130), rows=st.sampled_from([16, 32, 48, 256, 1024]),
+       seed=st.integers(0, 2**31))
+def test_noise_in_blocks_continues_one_draw_exactly(n, z_dim, rows, seed):
+    """The blocks are the one (n, z_dim) draw of noise(), bit for bit, whatever their size: so
+    samples do not depend on how many are asked for at once, and any n needs one block of memory."""
+    blocks = list(noise_blocks(n, z_dim, seed, rows))
+    assert all(len(b) <= rows + 16 for b in blocks)
+    assert torch.equal(torch.cat(blocks), noise(n, z_dim, seed))
+
+
+def test_a_large_npz_is_written_in_chunks_and_equals_the_samples_in_memory(runs, tmp_path, monkeypatch):
+    """20,000 samples: the .npz holds what generate() gives in memory, and no noise draw during the
+    command is larger than one block."""
+    run = runs["cond"]
+    G, _ = load_generator(run)
+    expected = generate(G, 20_000, parse_labels("all", 20_000, G.num_classes), seed=4)
+    drawn, randn = [], torch.randn
+
+    def recording_randn(*size, **kwargs):
+        result = randn(*size, **kwargs)
+        drawn.append(result.numel())
+        return result
+
+    monkeypatch.setattr(torch, "randn", recording_randn)
+    out = tmp_path / "big.npz"
+    assert run_sample(run, out, "--n", "20000", "--seed", "4") == 0
+    monkeypatch.undo()
+    assert max(drawn) <= 4096 * G.z_dim
+    data = np.load(out)
+    assert data["images"].dtype == np.uint8 and np.array_equal(data["images"], expected.numpy())
+    assert data["labels"].dtype == np.int64 and data["labels"].tolist() == [i % 10 for i in range(20_000)]
+
+
+def test_more_samples_than_the_disk_holds_is_refused_before_any_work(runs, tmp_path, monkeypatch, capsys):
+    import collections
+
+    free = collections.namedtuple("usage", "total used free")(10**12, 0, 10**9)  # 1 GB free
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: free)
+    out = tmp_path / "huge.npz"
+    assert run_sample(runs["cond"], out, "--n", "100000000") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "100,000,000 samples need 73.8 GiB on disk and 0.9 GiB is free" in err[0]
+    assert not out.exists() and not list(tmp_path.glob(".huge*"))
+
+
+def test_a_grid_too_large_for_one_png_is_refused(runs, tmp_path, capsys):
+    assert run_sample(runs["cond"], tmp_path / "x.png", "--n", "1000000") == 2
+    assert "write them to an .npz instead" in capsys.readouterr().err

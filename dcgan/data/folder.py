@@ -319,4 +319,6 @@ def load_folder(folder: Path, cfg: DataConfig, what: str, how: str, log=None, in
     workers, out = (into.workers, into.path) if into is not None else (1, None)
     images, kept = read_images(items, cfg, str(folder), log, workers=workers, out=out)
     labels = np.asarray([labels_of[i] for i in kept], dtype=np.int64)
-    return RawData(images=images, labels=labels, class_names=class_names, files=all_files)
+    left_out = sorted(set(range(len(items))) - set(kept))
+    return RawData(images=images, labels=labels, class_names=class_names, files=all_files,
+                   skipped=[items[i][0] for i in left_out])

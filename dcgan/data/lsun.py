@@ -40,5 +40,6 @@ def load_lmdb(path: Path, cfg, log=None, into=None) -> RawData:
     images, kept = read_images(items, cfg, str(folder), log, open_item=open_bytes, workers=workers, out=out)
     import numpy as np
 
+    left_out = sorted(set(range(len(items))) - set(kept))
     return RawData(images=images, labels=np.zeros(len(images), dtype=np.int64), class_names=[],
-                   files=lmdb_files(path))
+                   files=lmdb_files(path), skipped=[items[i][0] for i in left_out])

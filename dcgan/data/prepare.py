@@ -179,7 +179,17 @@ def prepare(cfg: DataConfig, root: str | os.PathLike | None = None, log=None, wo
     if len(files) == len(wanted) and (files or not source.configured):  # every source file is present (synthetic data wants none)
         entry = cache_root() / f"{cfg.dataset}-{cfg.split}-{cfg.resolution or 'native'}-{_key(cfg, files, source.version, full)}"
         if (entry / "meta.json").is_file():
-            return _read_entry(entry)
+            found = _read_entry(entry)
+            if not cfg.strict:
+                return found
+            skipped = found.meta.get("skipped")
+            if skipped:  # data.strict: an entry built without it may hold a folder with unreadable files left out
+                raise UserError(f"{cfg.path or cfg.dataset}: {skipped[0]} is not a readable image (the cache entry "
+                                f"{entry.name} left out {len(skipped)} unreadable file(s)); remove it, or drop "
+                                f"data.strict to skip such files")
+            if skipped is not None:
+                return found
+            shutil.rmtree(entry, ignore_errors=True)  # an entry from before skipped files were recorded: build it again
 
     started = time.perf_counter()
     cache_root().mkdir(parents=True, exist_ok=True)
@@ -192,7 +202,7 @@ def prepare(cfg: DataConfig, root: str | os.PathLike | None = None, log=None, wo
             raw = source.load(root, cfg.split, cfg, log)
         else:
             raw = source.load(root, cfg.split)
-        images, labels, class_names = raw.images, raw.labels, raw.class_names
+        images, labels, class_names, skipped = raw.images, raw.labels, raw.class_names, raw.skipped
         if cfg.classes:
             images, labels, class_names = filter_classes(
                 images, labels, class_names, list(cfg.classes), cfg.dataset,
@@ -210,6 +220,7 @@ def prepare(cfg: DataConfig, root: str | os.PathLike | None = None, log=None, wo
             "class_names": class_names,
             "content_hash": content_hash(images, labels),
             "cache_version": CACHE_VERSION,
+            "skipped": skipped,  # unreadable files left out (image folders): data.strict refuses the entry
         }
         entry = cache_root() / f"{cfg.dataset}-{cfg.split}-{cfg.resolution or 'native'}-{_key(cfg, raw.files, source.version, full)}"
         del raw

@@ -20,6 +20,7 @@ class RawData:
     labels: np.ndarray  # (N,) int64; all zeros when the source has no labels
     class_names: list[str] = field(default_factory=list)  # empty: unlabelled
     files: list[Path] = field(default_factory=list)  # the source files, for the cache key
+    skipped: list[str] = field(default_factory=list)  # image folders: unreadable files left out (data.strict=false)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any
 from .. import checkpoint
 from ..config import RESUMABLE_CHANGES, Config, diff, load_toml, to_toml
 from ..errors import UserError
-from ..files import MetricsLog, atomic_write
+from ..files import MetricsLog, atomic_write, check_writable
 
 
 def default_run_dir(name: str) -> Path:
@@ -44,13 +44,17 @@ def check_run(path: Path, cfg: Config, resume: bool) -> None:
             check_resume_config(path, load_toml(path / "config.toml"), cfg)
     elif path.exists() and not path.is_dir():
         raise UserError(f"--out {path} is a file; give a folder for the run")
+    check_writable(path)
 
 
 def create_run(path: Path, cfg: Config) -> None:
     """Create the run folder's layout and write config.toml (after `check_run` and after every
     other check of the setup, so that a failed start leaves nothing behind)."""
-    (path / "grids").mkdir(parents=True, exist_ok=True)
-    checkpoint.checkpoint_dir(path).mkdir(exist_ok=True)
+    try:
+        (path / "grids").mkdir(parents=True, exist_ok=True)
+        checkpoint.checkpoint_dir(path).mkdir(exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {path}: cannot create the run folder ({e.strerror or e}); choose another path") from None
     checkpoint.remove_stale_temporaries(path)  # left by a writer killed mid-checkpoint
     atomic_write(path / "config.toml", to_toml(cfg.to_dict()).encode())
 
