@@ -18,11 +18,11 @@ of the size: an epoch of MNIST takes about a minute on a 2-core CPU. Training is
 deterministic on the CPU (`torch.use_deterministic_algorithms(True)`, a data order drawn from a
 seeded generator): Adam with a one-cycle learning rate, no augmentation.
 
-`train_classifier` (MNIST-style sources, package weights) and `train_any_classifier` (any
-labelled dataset, weights in the user's cache) write the weights as safetensors and, beside
-them, a JSON record (the command, seed, epochs, test accuracy, SHA-256 of the weights file,
-torch version, date, the data it was trained on) that `features.load_extractor` checks the
-weights against.
+One trainer, `train_any_classifier` (any labelled dataset, weights in the user's cache);
+`train_classifier` is its configuration for the shipped extractor (mnist-cnn-v1 on mnist or
+fashion-mnist, weights in the package). Both write the weights as safetensors and, beside them,
+a JSON record (the command, seed, epochs, test accuracy, SHA-256 of the weights file, torch
+version, date, the data it was trained on) that `features.load_extractor` checks the weights against.
 """
 
 from __future__ import annotations
@@ -42,21 +42,24 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import UserError
+from ..files import atomic_write
+from ..images import from_uint8
 
 ARCH = "mnist-cnn-v1"
 ARCH_ANY = "small-cnn-v1"
-ARCHS = (ARCH, ARCH_ANY)
 INPUT_SIZE = 28
 MAX_INPUT = 64  # small-cnn-v1: larger images are resized down to this side
 HOLDOUT_FRACTION = 0.1  # datasets without a test split: this share of train is held out for the accuracy
 HOLDOUT_SEED = 0  # which images are held out, whatever the training seed
 FEATURE_DIM = 128
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-DATASETS = ("mnist", "fashion-mnist")  # the 1x28x28, 10-class sources this classifier fits
+DATASETS = ("mnist", "fashion-mnist")  # the 1x28x28, 10-class sources mnist-cnn-v1 fits
 
 DEFAULT_EPOCHS = 3
 DEFAULT_BATCH = 128
 DEFAULT_LR = 3e-3  # the one-cycle peak
+
+Log = Callable[[str], None]
 
 
 def default_weights_path(dataset: str) -> Path:
@@ -70,30 +73,11 @@ def record_path(weights: str | Path) -> Path:
 
 
 def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-class MnistClassifier(nn.Module):
-    """mnist-cnn-v1; `forward` → logits (N, K), `features_and_logits` → ((N, 128), (N, K))."""
-
-    def __init__(self, num_classes: int = 10, in_channels: int = 1):
-        super().__init__()
-        self.num_classes = num_classes
-        self.conv1 = nn.Conv2d(in_channels, 32, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(32)
-        self.conv2 = nn.Conv2d(32, 64, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(64)
-        self.fc1 = nn.Linear(64 * 7 * 7, FEATURE_DIM)
-        self.fc2 = nn.Linear(FEATURE_DIM, num_classes)
-
-    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = F.relu(self.bn1(F.max_pool2d(self.conv1(x), 2)))  # (N, 32, 14, 14)
-        x = F.relu(self.bn2(F.max_pool2d(self.conv2(x), 2)))  # (N, 64, 7, 7)
-        f = F.relu(self.fc1(x.flatten(1)))  # (N, 128)
-        return f, self.fc2(f)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features_and_logits(x)[1]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def pool_kernel(input_size: int) -> int:
@@ -105,19 +89,27 @@ def feature_map_side(input_size: int) -> int:
     return (input_size // 4) // pool_kernel(input_size)
 
 
-class SmallClassifier(MnistClassifier):
-    """small-cnn-v1: mnist-cnn-v1's blocks for C x S x S input, an average pool to about 8x8, fc → 128 → K."""
+class Classifier(nn.Module):
+    """mnist-cnn-v1 (1x28x28) or small-cnn-v1 (C x S x S); `forward` → logits (N, K),
+    `features_and_logits` → ((N, 128), (N, K))."""
 
-    def __init__(self, num_classes: int, in_channels: int, input_size: int):
-        if in_channels not in (1, 3):
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size: int = INPUT_SIZE, arch: str = ARCH):
+        if arch == ARCH_ANY and in_channels not in (1, 3):
             raise UserError(f"the classifier reads 1- or 3-channel images, got {in_channels} channels")
-        if not 8 <= input_size <= MAX_INPUT:
+        if arch == ARCH_ANY and not 8 <= input_size <= MAX_INPUT:
             raise UserError(f"the classifier's input side must be in 8..{MAX_INPUT}, got {input_size}")
-        super().__init__(num_classes, in_channels)
-        self.in_channels, self.input_size = in_channels, input_size
-        self.pool = pool_kernel(input_size)
-        side = feature_map_side(input_size)
-        self.fc1 = nn.Linear(64 * side * side, FEATURE_DIM)
+        super().__init__()
+        self.arch, self.num_classes, self.in_channels, self.input_size = arch, num_classes, in_channels, input_size
+        self.pool = pool_kernel(input_size)  # 1 at 28: no pool
+        self.conv1 = nn.Conv2d(in_channels, 32, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(32)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(64)
+        self.fc1 = nn.Linear(64 * 7 * 7, FEATURE_DIM)
+        self.fc2 = nn.Linear(FEATURE_DIM, num_classes)
+        if arch == ARCH_ANY:  # fc1 drawn again after fc2, at any S: the initialisation small-cnn-v1 was trained with
+            side = feature_map_side(input_size)
+            self.fc1 = nn.Linear(64 * side * side, FEATURE_DIM)
 
     def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = F.relu(self.bn1(F.max_pool2d(self.conv1(x), 2)))  # (N, 32, S/2, S/2)
@@ -127,10 +119,8 @@ class SmallClassifier(MnistClassifier):
         f = F.relu(self.fc1(x.flatten(1)))  # (N, 128)
         return f, self.fc2(f)
 
-
-def to_input(images_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, C, H, W) → float in [-1, 1], the scale the generators produce."""
-    return images_uint8.float().div_(127.5).sub_(1.0)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features_and_logits(x)[1]
 
 
 @torch.no_grad()
@@ -140,14 +130,14 @@ def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray, batch: in
     model.eval()
     correct = 0
     for i in range(0, len(images), batch):
-        x = to_input(torch.from_numpy(np.array(images[i : i + batch])).to(device))  # a writable copy
+        x = from_uint8(torch.from_numpy(np.array(images[i : i + batch])).to(device))  # a writable copy
         pred = model(x).argmax(1).cpu().numpy()
         correct += int((pred == np.asarray(labels[i : i + batch])).sum())
     return correct / max(len(images), 1)
 
 
 def _fit(model: nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, *, epochs: int, batch: int, lr: float,
-         seed: int, log: Callable[[str], None], what: str, dev: torch.device) -> float:
+         seed: int, log: Log, what: str, dev: torch.device) -> float:
     """Train `model` on uint8 images `x_all` (N, C, H, W) and labels `y_all`: Adam, one-cycle
     learning rate, data order from a generator seeded by (seed, epoch). Returns the seconds taken."""
     n = len(x_all)
@@ -163,7 +153,7 @@ def _fit(model: nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, *, epochs: 
         loss_sum, t_epoch = 0.0, time.perf_counter()
         for i in range(steps_per_epoch):
             idx = order[i * batch : (i + 1) * batch]
-            loss = F.cross_entropy(model(to_input(x_all[idx])), y_all[idx])
+            loss = F.cross_entropy(model(from_uint8(x_all[idx])), y_all[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -174,140 +164,7 @@ def _fit(model: nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, *, epochs: 
     return time.perf_counter() - t0
 
 
-def _check_options(epochs: int, batch: int, train_images: int | None, test_images: int | None, out: Path, *,
-                   batch_name: str) -> Path:
-    """UserError for training options no run can use; returns `out`, the weights file."""
-    if epochs < 1:
-        raise UserError(f"--epochs must be >= 1, got {epochs}")
-    if batch < 1:
-        raise UserError(f"{batch_name} must be >= 1, got {batch}")
-    for flag, value in (("--train-images", train_images), ("--test-images", test_images)):
-        if value is not None and value < 1:
-            raise UserError(f"{flag} must be >= 1, got {value}")
-    if out.suffix != ".safetensors":
-        raise UserError(f"--out {out}: the weights file must end in .safetensors")
-    return out
-
-
-def _train_and_measure(make_model: Callable[[], nn.Module], train_x, train_y, test_x, test_y, *, epochs: int,
-                       batch: int, lr: float, seed: int, log: Callable[[str], None], what: str,
-                       dev: torch.device) -> tuple[nn.Module, float, float]:
-    """Build the model from `seed`, train it on uint8 train_x (N, C, H, W) / int64 train_y with
-    deterministic algorithms (the caller's setting is restored), measure it on test_x / test_y.
-    Returns (model, training seconds, test accuracy)."""
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        torch.manual_seed(seed)
-        model = make_model().to(dev)
-        x_all = torch.from_numpy(np.array(train_x)).to(dev)  # (N, C, H, W) uint8
-        y_all = torch.from_numpy(np.array(train_y)).to(dev)
-        train_s = _fit(model, x_all, y_all, epochs=epochs, batch=batch, lr=lr, seed=seed, log=log, what=what, dev=dev)
-        test_acc = accuracy(model, test_x, test_y, device=dev)
-    finally:
-        torch.use_deterministic_algorithms(was_deterministic)
-    return model, train_s, test_acc
-
-
-def _recipe(seed: int, epochs: int, batch: int, lr: float) -> dict[str, Any]:
-    """How a classifier was trained, for its record."""
-    return {"seed": seed, "epochs": epochs, "batch": batch, "lr_max": lr,
-            "schedule": "one-cycle (torch OneCycleLR defaults), Adam, no augmentation"}
-
-
-def _environment(dev: torch.device) -> dict[str, Any]:
-    """Where and when a classifier was trained, for its record."""
-    return {"device": str(dev), "num_threads": torch.get_num_threads(), "deterministic": True,
-            "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-
-
-def train_classifier(dataset: str = "mnist", *, epochs: int = DEFAULT_EPOCHS, seed: int = 0,
-                     out: str | Path | None = None, batch: int = DEFAULT_BATCH, lr: float = DEFAULT_LR,
-                     device: str = "cpu", data_dir: str | None = None, command: str | None = None,
-                     train_images: int | None = None, test_images: int | None = None,
-                     log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Train mnist-cnn-v1 on the train split of `dataset` (mnist, fashion-mnist), measure it on
-    the test split, write the safetensors weights to `out` (default: the package's weights
-    folder) and the JSON record beside them. Returns the record. Other labelled datasets:
-    `train_any_classifier`.
-
-    `train_images` / `test_images` limit training / measuring to the first that many images of
-    the split (quick checks; weights to ship use all of both)."""
-    from ..config import DataConfig
-    from ..data.prepare import prepare
-    from ..training.loop import pick_device
-
-    log = log or (lambda msg: print(msg, file=sys.stderr))
-    if dataset not in DATASETS:
-        raise UserError(f"train_classifier supports the datasets [{', '.join(DATASETS)}] "
-                        f"(1x28x28, 10 classes, arch {ARCH}), got {dataset!r}; for any other labelled dataset use "
-                        f"train_any_classifier (dcgan eval train-classifier {dataset})")
-    out = _check_options(epochs, batch, train_images, test_images, Path(out) if out else default_weights_path(dataset),
-                         batch_name="batch")
-    command = command or f"dcgan eval train-classifier {dataset} --epochs {epochs} --seed {seed}"
-    dev = pick_device(device)
-
-    train = prepare(DataConfig(dataset=dataset, split="train"), data_dir, log=log)
-    test = prepare(DataConfig(dataset=dataset, split="test"), data_dir, log=log)
-    for name, ds in (("train", train), ("test", test)):
-        if ds.shape != (1, INPUT_SIZE, INPUT_SIZE) or ds.num_classes < 2:
-            raise UserError(f"{dataset}/{name} holds {ds.shape} images with {ds.num_classes} classes; "
-                            f"the classifier needs 1x28x28 labelled images")
-
-    limit = len(train) if train_images is None else min(train_images, len(train))
-    n_test = len(test) if test_images is None else min(test_images, len(test))
-    model, train_s, test_acc = _train_and_measure(
-        lambda: MnistClassifier(train.num_classes), train.images[:limit], train.labels[:limit],
-        test.images[:n_test], test.labels[:n_test], epochs=epochs, batch=batch, lr=lr, seed=seed, log=log,
-        what=f"{ARCH} on {dataset}/train", dev=dev)
-    log(f"{dataset}/test accuracy {test_acc:.4f} ({n_test} images); training took {train_s:.0f} s")
-
-    _save_weights(model, out)
-    record = {
-        "arch": ARCH,
-        "dataset": dataset,
-        "weights": out.name,
-        "sha256": file_sha256(out),
-        "bytes": out.stat().st_size,
-        "command": command,
-        **_recipe(seed, epochs, batch, lr),
-        "test_accuracy": test_acc,
-        "test_images": n_test,
-        "train_images": limit,
-        "train_content_hash": train.meta["content_hash"],
-        "test_content_hash": test.meta["content_hash"],
-        "input": "1x28x28 gray, uint8 / 127.5 - 1 (range [-1, 1])",
-        "feature": "128-d ReLU output of fc1 (penultimate layer)",
-        "num_classes": train.num_classes,
-        "class_names": train.meta["class_names"],
-        "train_seconds": round(train_s, 1),
-        **_environment(dev),
-    }
-    _write_record(out, record, log)
-    return record
-
-
-def _save_weights(model: nn.Module, out: Path) -> None:
-    from safetensors.torch import save
-
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    # No safetensors metadata: its order in the header varies from process to process, which would
-    # make the bytes (and the SHA-256) of identical weights differ. The JSON record holds it instead.
-    tmp.write_bytes(save(state))
-    tmp.replace(out)
-
-
-def _write_record(out: Path, record: dict[str, Any], log: Callable[[str], None]) -> None:
-    tmp = record_path(out).with_name(f".{record_path(out).name}.tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    tmp.replace(record_path(out))
-    log(f"wrote {out} ({record['bytes']} bytes, sha256 {record['sha256'][:12]}…) and {record_path(out).name}")
-
-
-# ---- any labelled dataset: small-cnn-v1, weights in the user's cache -----------------------------
+# ---- which data a classifier fits, and where its weights live -----------------------------------
 
 # DataConfig keys that say which data a classifier fits. Not the resolution (samples are resized to
 # the classifier's input) nor labels_from_subfolders (a run on an image folder may ignore the labels
@@ -365,35 +222,64 @@ def holdout_index(size: int, fraction: float = HOLDOUT_FRACTION) -> tuple[np.nda
     return np.sort(perm[n_out:]), np.sort(perm[:n_out])
 
 
+# ---- the trainer ---------------------------------------------------------------------------------
+
+def train_classifier(dataset: str = "mnist", *, out: str | Path | None = None, **options) -> dict[str, Any]:
+    """The shipped extractor's recipe: mnist-cnn-v1 on the train split of `dataset` (mnist,
+    fashion-mnist), measured on its test split, weights to `out` (default: the package's weights
+    folder) with the record format the shipped weights carry. `options`: those of
+    `train_any_classifier`. Other labelled datasets: `train_any_classifier`."""
+    from ..config import DataConfig
+
+    if dataset not in DATASETS:
+        raise UserError(f"train_classifier supports the datasets [{', '.join(DATASETS)}] "
+                        f"(1x28x28, 10 classes, arch {ARCH}), got {dataset!r}; for any other labelled dataset use "
+                        f"train_any_classifier (dcgan eval train-classifier {dataset})")
+    return train_any_classifier(DataConfig(dataset=dataset), out=out or default_weights_path(dataset), arch=ARCH,
+                                **options)
+
+
 def train_any_classifier(data, *, epochs: int = DEFAULT_EPOCHS, seed: int = 0, out: str | Path | None = None,
                          batch: int = DEFAULT_BATCH, lr: float = DEFAULT_LR, device: str = "cpu",
                          data_dir: str | None = None, command: str | None = None, train_images: int | None = None,
-                         test_images: int | None = None,
-                         log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Train small-cnn-v1 on the labelled image dataset `data` (a DataConfig: mnist, fashion-mnist,
-    cifar10, or an image folder / CelebA / LSUN export with data.labels_from_subfolders=true).
+                         test_images: int | None = None, log: Log | None = None,
+                         arch: str = ARCH_ANY) -> dict[str, Any]:
+    """Train small-cnn-v1 (or, `arch` mnist-cnn-v1, the shipped MNIST recipe: see `train_classifier`)
+    on the labelled image dataset `data` (a DataConfig: mnist, fashion-mnist, cifar10, or an image
+    folder / CelebA / LSUN export with data.labels_from_subfolders=true).
 
     Accuracy is measured on the dataset's test split, or, without one, on a fixed held-out
     HOLDOUT_FRACTION of its train split (not trained on). The weights go to `out` (default:
     `cached_weights_path(data)`, where evaluation finds them) with the JSON record beside them.
-    Nothing is downloaded: missing source files are an error that says to run 'dcgan prepare'.
+    Nothing is downloaded (except by the shipped recipe, which fetches MNIST like 'dcgan prepare'):
+    missing source files are an error that says to run 'dcgan prepare'. `train_images` /
+    `test_images` limit training / measuring to the first that many images (quick checks).
     Returns the record."""
     from dataclasses import asdict, replace
 
     from ..data.prepare import data_root, prepare, resize
     from ..data.sources import SOURCES
-    from ..training.loop import pick_device
+    from ..device import pick_device
 
+    shipped = arch == ARCH
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    out = _check_options(epochs, batch, train_images, test_images, Path(out) if out else cached_weights_path(data),
-                         batch_name="--batch-size")
+    if epochs < 1:
+        raise UserError(f"--epochs must be >= 1, got {epochs}")
+    if batch < 1:
+        raise UserError(f"{'batch' if shipped else '--batch-size'} must be >= 1, got {batch}")
+    for flag, value in (("--train-images", train_images), ("--test-images", test_images)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be >= 1, got {value}")
+    out = Path(out) if out else cached_weights_path(data)
+    if out.suffix != ".safetensors":
+        raise UserError(f"--out {out}: the weights file must end in .safetensors")
     source = SOURCES.get(data.dataset)  # UserError naming the known datasets
     command = command or train_command(data) + f" --epochs {epochs} --seed {seed}"
     dev = pick_device(device)
 
     what = f"{data.dataset}" + (f" ({data.path})" if data.path else "")
     root = data_root(data_dir)
-    for split in source.splits if "test" in source.splits else ("train",):
+    for split in () if shipped else source.splits if "test" in source.splits else ("train",):
         wanted = source.files(root, split, replace(data, split=split)) if source.configured \
             else source.files(root, split)
         missing = [f for f in wanted if not Path(f).exists()]
@@ -413,6 +299,9 @@ def train_any_classifier(data, *, epochs: int = DEFAULT_EPOCHS, seed: int = 0, o
     channels, side = train.shape[0], train.shape[1]
     if channels not in (1, 3) or train.shape[1] != train.shape[2]:
         raise UserError(f"{what} holds {train.shape} images; the classifier needs square 1- or 3-channel images")
+    if shipped and train.shape != (1, INPUT_SIZE, INPUT_SIZE):
+        raise UserError(f"{data.dataset}/train holds {train.shape} images with {train.num_classes} classes; "
+                        f"the classifier needs 1x28x28 labelled images")
     input_size = min(side, MAX_INPUT)
     if input_size < 8:
         raise UserError(f"{what} holds {side}x{side} images; the classifier needs at least 8x8")
@@ -438,41 +327,54 @@ def train_any_classifier(data, *, epochs: int = DEFAULT_EPOCHS, seed: int = 0, o
         log(f"resizing {side}x{side} images to the classifier's {input_size}x{input_size}")
         train_x, test_x = resize(train_x, input_size), resize(test_x, input_size)
 
-    model, train_s, test_acc = _train_and_measure(
-        lambda: SmallClassifier(train.num_classes, channels, input_size), train_x, np.asarray(train_y, dtype=np.int64),
-        test_x, test_y, epochs=epochs, batch=batch, lr=lr, seed=seed, log=log,
-        what=f"{ARCH_ANY} ({channels}x{input_size}x{input_size}) on {what}", dev=dev)
+    # Deterministic algorithms for the training (the caller's setting is restored); the weights
+    # are drawn right after seeding, so they depend on the seed alone.
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        torch.manual_seed(seed)
+        model = Classifier(train.num_classes, channels, input_size, arch).to(dev)
+        x_all = torch.from_numpy(np.array(train_x)).to(dev)  # (N, C, S, S) uint8
+        y_all = torch.from_numpy(np.array(train_y, dtype=np.int64)).to(dev)
+        train_s = _fit(model, x_all, y_all, epochs=epochs, batch=batch, lr=lr, seed=seed, log=log, dev=dev,
+                       what=f"{arch} ({channels}x{input_size}x{input_size}) on {what}")
+        test_acc = accuracy(model, test_x, test_y, device=dev)
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
     log(f"{what} accuracy {test_acc:.4f} on {n_test} {'test' if test_split == 'test' else 'held-out'} images; "
         f"training took {train_s:.0f} s")
 
-    _save_weights(model, out)
-    data_dict = {k: v for k, v in asdict(data).items() if k != "split"}
+    from safetensors.torch import save
+
+    # No safetensors metadata: its order in the header varies from process to process, which would
+    # make the bytes (and the SHA-256) of identical weights differ. The JSON record holds it instead.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}))
+    # the shipped record keeps the fields (and their order) it was first written with
     side_m = feature_map_side(input_size)
-    record = {
-        "arch": ARCH_ANY,
-        "dataset": data.dataset,
-        "data": data_dict,
-        "data_identity": data_identity(data),
-        "data_key": data_key(data),
-        "weights": out.name,
-        "sha256": file_sha256(out),
-        "bytes": out.stat().st_size,
-        "command": command,
-        **_recipe(seed, epochs, batch, lr),
-        "test_split": test_split,
-        "test_accuracy": test_acc,
-        "test_images": n_test,
-        "train_images": limit,
-        "train_content_hash": train.meta["content_hash"],
-        "test_content_hash": test_hash,
-        "input_shape": [channels, input_size, input_size],
-        "input": f"{channels}x{input_size}x{input_size}, uint8 / 127.5 - 1 (range [-1, 1])"
-                 + (f"; the {side}x{side} data resized (bilinear, antialiased)" if input_size != side else ""),
-        "feature": f"128-d ReLU output of fc1 (after avg-pool {pool_kernel(input_size)} to {side_m}x{side_m})",
-        "num_classes": train.num_classes,
-        "class_names": train.meta["class_names"],
-        "train_seconds": round(train_s, 1),
-        **_environment(dev),
-    }
-    _write_record(out, record, log)
+    record = {"arch": arch, "dataset": data.dataset}
+    if not shipped:
+        record.update(data={k: v for k, v in asdict(data).items() if k != "split"}, data_identity=data_identity(data),
+                      data_key=data_key(data))
+    record.update(weights=out.name, sha256=file_sha256(out), bytes=out.stat().st_size, command=command, seed=seed,
+                  epochs=epochs, batch=batch, lr_max=lr,
+                  schedule="one-cycle (torch OneCycleLR defaults), Adam, no augmentation")
+    if not shipped:
+        record["test_split"] = test_split
+    record.update(test_accuracy=test_acc, test_images=n_test, train_images=limit,
+                  train_content_hash=train.meta["content_hash"], test_content_hash=test_hash)
+    if shipped:
+        record.update(input="1x28x28 gray, uint8 / 127.5 - 1 (range [-1, 1])",
+                      feature="128-d ReLU output of fc1 (penultimate layer)")
+    else:
+        record.update(input_shape=[channels, input_size, input_size],
+                      input=f"{channels}x{input_size}x{input_size}, uint8 / 127.5 - 1 (range [-1, 1])"
+                      + (f"; the {side}x{side} data resized (bilinear, antialiased)" if input_size != side else ""),
+                      feature=f"128-d ReLU output of fc1 (after avg-pool {pool_kernel(input_size)} to {side_m}x{side_m})")
+    record.update(num_classes=train.num_classes, class_names=train.meta["class_names"],
+                  train_seconds=round(train_s, 1), device=str(dev), num_threads=torch.get_num_threads(),
+                  deterministic=True, torch=torch.__version__, python=platform.python_version(),
+                  machine=platform.machine(), date=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    atomic_write(record_path(out), (json.dumps(record, indent=1) + "\n").encode())
+    log(f"wrote {out} ({record['bytes']} bytes, sha256 {record['sha256'][:12]}…) and {record_path(out).name}")
     return record

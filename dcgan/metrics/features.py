@@ -1,4 +1,4 @@
-"""Load a classifier feature extractor and turn uint8 images into (features, class probabilities).
+"""Feature extractors: one interface for the project's classifiers and Inception-v3.
 
     ex = load_extractor("mnist")                   # the shipped weights; checks their SHA-256 against their record
     ex = load_extractor("folder", weights=PATH)    # weights written by 'dcgan eval train-classifier'
@@ -6,9 +6,14 @@
     feats, probs = ex.extract(images)              # uint8 (N, C, H, W) → (N, 128) and (N, K) float64
     ex.protocol(images.shape)                      # what a result must say about how it was measured
 
-Images of another size than the classifier's input are resized with the same bilinear,
-antialiased resize the data cache uses (`dcgan.data.prepare.resize`); the extractor refuses
-images that are not square or whose channel count differs from the classifier's.
+Every extractor (`Extractor`: `ClassifierExtractor` here, `inception.InceptionExtractor`) turns
+uint8 images into float64 features (FID, KID, precision/recall) and per-image outputs (a
+classifier's class probabilities, Inception's logits), names itself in a result's protocol and
+says what keys its cached reference features (`evaluate.reference_features`).
+
+The classifier resizes images of another size than its input with the same bilinear, antialiased
+resize the data cache uses (`dcgan.data.prepare.resize`); it refuses images that are not square
+or whose channel count differs from its own.
 """
 
 from __future__ import annotations
@@ -22,14 +27,14 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..images import from_uint8
 from .classifier import (
     ARCH,
     ARCH_ANY,
     DATASETS,
     FEATURE_DIM,
     INPUT_SIZE,
-    MnistClassifier,
-    SmallClassifier,
+    Classifier,
     cached_weights_path,
     default_weights_path,
     file_sha256,
@@ -48,19 +53,22 @@ def as_uint8_images(images) -> np.ndarray:
     return images
 
 
-@dataclass
 class Extractor:
-    name: str  # e.g. "mnist-cnn-v1/mnist"
-    dataset: str
+    """uint8 images (N, C, H, W) → features (N, feature_dim) and outputs (N, num_outputs), float64.
+
+    A subclass sets the attributes below and `model`, and implements `_forward`, `check_channels`,
+    `resize_note`, `identity` and `cache_key`."""
+
+    kind: str  # "classifier" or "inception": which metrics it serves (evaluate.SUITES)
+    name: str
     sha256: str  # of the weights file
-    num_classes: int
-    model: MnistClassifier = field(repr=False)
-    record: dict[str, Any] = field(repr=False)
-    channels: int = 1
-    input_size: int = INPUT_SIZE
-    feature_dim: int = FEATURE_DIM
-    arch: str = ARCH
-    weights: str = ""  # the weights file
+    feature_dim: int
+    num_outputs: int
+    output_name: str  # what the outputs are: "probs" or "logits" (also their name in the reference cache)
+    noun: str  # what progress lines call its features
+    max_batch: int = 1 << 30  # images per forward pass at most, whatever the caller asks
+    cache_dtype: type = np.float64  # of the cached reference features
+    model: torch.nn.Module
 
     @property
     def device(self) -> torch.device:
@@ -70,11 +78,65 @@ class Extractor:
         self.model.to(device)
         return self
 
-    # ---- input ---------------------------------------------------------------------------------
     def check(self, shape: tuple[int, ...]) -> None:
         """UserError unless `shape` is (N, C, H, W) images this extractor can read."""
         if len(shape) != 4:
             raise UserError(f"images must be a 4-D array (N, C, H, W), got shape {tuple(shape)}")
+        self.check_channels(shape)
+
+    def protocol(self, shape: tuple[int, ...] | None = None) -> dict[str, Any]:
+        """How this extractor measured images of `shape`, for a result's protocol."""
+        p = {"extractor": self.name, "extractor_sha256": self.sha256, **self.identity()}
+        if shape is not None:
+            p["resize"] = self.resize_note(shape)
+        return p
+
+    @torch.no_grad()
+    def extract(self, images, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 images (N, C, H, W) (numpy or torch) → features (N, D) and outputs (N, K), float64."""
+        from ..progress import steps  # a bar only inside progress.showing() (dcgan eval)
+
+        images = as_uint8_images(images)
+        self.check(images.shape)
+        if batch_size < 1:
+            raise UserError(f"batch size must be >= 1, got {batch_size}")
+        batch_size = min(batch_size, self.max_batch)
+        self.model.eval()
+        n = len(images)
+        feats = np.empty((n, self.feature_dim), dtype=np.float64)
+        outs = np.empty((n, self.num_outputs), dtype=np.float64)
+        for i in steps(range(0, n, batch_size), desc="features"):
+            f, o = self._forward(np.ascontiguousarray(images[i : i + batch_size]))
+            feats[i : i + len(f)] = f.double().cpu().numpy()
+            outs[i : i + len(f)] = o.double().cpu().numpy()
+        return feats, outs
+
+
+@dataclass
+class ClassifierExtractor(Extractor):
+    """The project's classifier (classifier.py) as an extractor: features of fc1, class probabilities."""
+
+    name: str  # e.g. "mnist-cnn-v1/mnist"
+    dataset: str
+    sha256: str
+    num_classes: int
+    model: Classifier = field(repr=False)
+    record: dict[str, Any] = field(repr=False)
+    channels: int = 1
+    input_size: int = INPUT_SIZE
+    feature_dim: int = FEATURE_DIM
+    arch: str = ARCH
+    weights: str = ""  # the weights file
+
+    kind = "classifier"
+    output_name = "probs"
+    noun = "features"
+
+    @property
+    def num_outputs(self) -> int:
+        return self.num_classes
+
+    def check_channels(self, shape: tuple[int, ...]) -> None:
         _, c, h, w = shape
         if c != self.channels:
             kind = "grayscale" if self.channels == 1 else "RGB"
@@ -94,9 +156,14 @@ class Extractor:
             return "none"
         return f"{h}x{w}->{self.input_size}x{self.input_size} (bilinear, antialiased)"
 
-    def protocol(self, shape: tuple[int, ...] | None = None) -> dict[str, Any]:
-        p = {"extractor": self.name, "extractor_sha256": self.sha256,
-             "extractor_test_accuracy": self.record.get("test_accuracy"),
+    def reference_resize(self, native: int, resolution: int) -> str:
+        """The resizes real images of side `native` go through, as fakes of side `resolution` do."""
+        chain = [native] + ([resolution] if resolution != native else []) + \
+                ([self.input_size] if resolution != self.input_size else [])
+        return "none" if len(chain) == 1 else "->".join(f"{s}x{s}" for s in chain)
+
+    def identity(self) -> dict[str, Any]:
+        p = {"extractor_test_accuracy": self.record.get("test_accuracy"),
              "input_size": [self.channels, self.input_size, self.input_size], "feature_dim": self.feature_dim,
              "extractor_arch": self.arch, "extractor_dataset": self.dataset,
              "extractor_test_split": self.record.get("test_split", "test"),
@@ -105,37 +172,21 @@ class Extractor:
         if self.arch != ARCH:  # trained by the user: where its weights are and on what data
             p["extractor_weights"] = self.weights
             p["extractor_data"] = self.record.get("data_identity")
-        if shape is not None:
-            p["resize"] = self.resize_note(shape)
         return p
 
-    # ---- output --------------------------------------------------------------------------------
-    @torch.no_grad()
-    def extract(self, images, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 images (N, C, H, W) (numpy or torch) → features (N, D) and probabilities (N, K), float64."""
+    def cache_key(self, shape: tuple[int, ...]) -> dict[str, Any]:
+        return {"v": 2, "extractor_sha256": self.sha256, "input_size": self.input_size}
+
+    def _forward(self, chunk: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         from ..data.prepare import resize
 
-        images = as_uint8_images(images)
-        self.check(images.shape)
-        if batch_size < 1:
-            raise UserError(f"batch size must be >= 1, got {batch_size}")
-        self.model.eval()
-        n = len(images)
-        feats = np.empty((n, self.feature_dim), dtype=np.float64)
-        probs = np.empty((n, self.num_classes), dtype=np.float64)
-        from ..progress import steps  # a bar only inside progress.showing() (dcgan eval)
-
-        for i in steps(range(0, n, batch_size), desc="features"):
-            chunk = resize(np.ascontiguousarray(images[i : i + batch_size]), self.input_size)
-            x = torch.from_numpy(np.array(chunk)).to(self.device).float().div_(127.5).sub_(1.0)  # a writable copy
-            f, logits = self.model.features_and_logits(x)
-            feats[i : i + len(x)] = f.double().cpu().numpy()
-            probs[i : i + len(x)] = torch.softmax(logits.double(), dim=1).cpu().numpy()
-        return feats, probs
+        x = from_uint8(torch.from_numpy(np.array(resize(chunk, self.input_size))).to(self.device))  # a writable copy
+        f, logits = self.model.features_and_logits(x)
+        return f, torch.softmax(logits.double(), dim=1)
 
 
 def load_extractor(dataset: str | None = "mnist", device: str | torch.device = "cpu",
-                   weights: str | Path | None = None) -> Extractor:
+                   weights: str | Path | None = None) -> ClassifierExtractor:
     """The classifier for `dataset` (the shipped weights unless `weights` is given), checked
     against the SHA-256 in its JSON record, in eval mode on `device`. With `weights`, `dataset`
     None takes the dataset from the record; otherwise the record must name `dataset`."""
@@ -180,10 +231,8 @@ def load_extractor(dataset: str | None = "mnist", device: str | torch.device = "
     except (SafetensorError, OSError) as e:
         raise UserError(f"{path} is not a readable safetensors file ({e})") from None
     num_classes = int(record.get("num_classes", 10))
-    if arch == ARCH:
-        channels, input_size = 1, INPUT_SIZE
-        model = MnistClassifier(num_classes)
-    else:
+    channels, input_size = 1, INPUT_SIZE
+    if arch == ARCH_ANY:
         try:
             channels, h, w = (int(v) for v in record["input_shape"])
         except (KeyError, TypeError, ValueError):
@@ -191,15 +240,15 @@ def load_extractor(dataset: str | None = "mnist", device: str | torch.device = "
         if h != w:
             raise UserError(f"{rec_path}: input_shape {record['input_shape']} is not square; retrain the classifier")
         input_size = h
-        model = SmallClassifier(num_classes, channels, input_size)
+    model = Classifier(num_classes, channels, input_size, arch)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
         raise UserError(f"{path}: the weights do not fit {arch} ({str(e).splitlines()[0]})") from None
     model.to(device).eval()
-    return Extractor(name=f"{arch}/{dataset}", dataset=dataset, sha256=actual, num_classes=num_classes,
-                     model=model, record=record, channels=channels, input_size=input_size, arch=arch,
-                     weights=str(path))
+    return ClassifierExtractor(name=f"{arch}/{dataset}", dataset=dataset, sha256=actual, num_classes=num_classes,
+                               model=model, record=record, channels=channels, input_size=input_size, arch=arch,
+                               weights=str(path))
 
 
 def find_classifier(data) -> Path | None:
@@ -212,13 +261,7 @@ def find_classifier(data) -> Path | None:
     return cached if cached.is_file() and record_path(cached).is_file() else None
 
 
-def no_classifier_message(data) -> str:
-    where = f"{data.dataset}" + (f" (data.path={data.path})" if data.path else "")
-    return (f"no feature extractor for {data.dataset!r}: no classifier has been trained for {where}; train one with "
-            f"'{train_command(data)}' (it writes {cached_weights_path(data)}), or give --classifier PATH")
-
-
-def load_classifier(data, device: str | torch.device = "cpu", weights: str | Path | None = None) -> Extractor:
+def load_classifier(data, device: str | torch.device = "cpu", weights: str | Path | None = None) -> ClassifierExtractor:
     """The classifier extractor for DataConfig `data`: `weights` when given (its record must name
     data.dataset), else `find_classifier(data)`; UserError saying how to train one when there is none."""
     if weights is None:
@@ -226,11 +269,8 @@ def load_classifier(data, device: str | torch.device = "cpu", weights: str | Pat
         if weights is None:
             if data.dataset in DATASETS:
                 return load_extractor(data.dataset, device)  # says how to train it
-            raise UserError(no_classifier_message(data))
+            where = f"{data.dataset}" + (f" (data.path={data.path})" if data.path else "")
+            raise UserError(f"no feature extractor for {data.dataset!r}: no classifier has been trained for {where}; "
+                            f"train one with '{train_command(data)}' (it writes {cached_weights_path(data)}), or "
+                            f"give --classifier PATH")
     return load_extractor(data.dataset, device, weights)
-
-
-def extract(images, dataset: str = "mnist", device: str | torch.device = "cpu",
-            batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
-    """Features (N, 128) and class probabilities (N, K), float64, of uint8 images (N, 1, H, W)."""
-    return load_extractor(dataset, device).extract(images, batch_size)
