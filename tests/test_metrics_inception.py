@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dcgan.metrics import cli as eval_cli
+from dcgan import cli as eval_cli
 from dcgan.metrics import inception as inc
 from dcgan.metrics.classifier import file_sha256
 from dcgan.metrics.evaluate import evaluate_images

@@ -1,28 +1,17 @@
 """The project's own feature extractors: small CNN classifiers trained on labelled data.
 
-Architecture "mnist-cnn-v1" (input 1x28x28 gray in [-1, 1]), the shipped MNIST extractor:
+"mnist-cnn-v1", the shipped MNIST extractor (input 1x28x28 gray in [-1, 1]):
 
     conv 3x3 1→32, maxpool 2, batch norm, ReLU         28x28 → 14x14
     conv 3x3 32→64, maxpool 2, batch norm, ReLU        14x14 → 7x7
     flatten, linear 3136→128, ReLU                     the 128-d feature (FID, KID, precision/recall)
     linear 128→10                                      the logits (class probabilities)
 
-Architecture "small-cnn-v1" (any labelled image dataset: input CxSxS, C in {1, 3}, S = the data's
-side, at most MAX_INPUT; larger images are resized down to MAX_INPUT): the same two conv blocks
-with C input channels, then an average pool of kernel k = max(1, (S // 4) // 8) so the map is
-about 8x8 whatever S is, then linear 64·m·m→128 (the feature) and linear 128→K. At S = 28 it is
-mnist-cnn-v1 with C input channels (k = 1, a 7x7 map).
-
-Pooling comes before batch norm and ReLU so that the elementwise layers run on maps a quarter
-of the size: an epoch of MNIST takes about a minute on a 2-core CPU. Training is seeded and
-deterministic on the CPU (`torch.use_deterministic_algorithms(True)`, a data order drawn from a
-seeded generator): Adam with a one-cycle learning rate, no augmentation.
-
-One trainer, `train_any_classifier` (any labelled dataset, weights in the user's cache);
-`train_classifier` is its configuration for the shipped extractor (mnist-cnn-v1 on mnist or
-fashion-mnist, weights in the package). Both write the weights as safetensors and, beside them,
-a JSON record (the command, seed, epochs, test accuracy, SHA-256 of the weights file, torch
-version, date, the data it was trained on) that `features.load_extractor` checks the weights against.
+"small-cnn-v1" (any labelled data, C x S x S, C in {1, 3}, S <= MAX_INPUT) adds an average pool to a
+map of about 8x8 before fc1. Pooling comes before batch norm and ReLU so those run on maps a quarter
+of the size. `train_any_classifier` trains either, seeded and deterministic on the CPU, and writes
+the safetensors weights with a JSON record beside them (command, seed, test accuracy, SHA-256, torch
+version, date, data) that `features.load_extractor` checks them against.
 """
 
 from __future__ import annotations
@@ -33,6 +22,7 @@ import math
 import platform
 import sys
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,6 +31,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..config import DataConfig
+from ..data.prepare import cache_root, data_root, prepare, resize
+from ..data.sources import SOURCES
+from ..device import pick_device
 from ..errors import UserError
 from ..files import atomic_write
 from ..images import from_uint8
@@ -73,20 +67,12 @@ def record_path(weights: str | Path) -> Path:
 
 
 def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file, read in blocks of 1 MiB (Inception's weights are ~100 MB)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def pool_kernel(input_size: int) -> int:
-    """small-cnn-v1: the average-pool kernel after the two conv blocks (a map of about 8x8)."""
-    return max(1, (input_size // 4) // 8)
-
-
-def feature_map_side(input_size: int) -> int:
-    return (input_size // 4) // pool_kernel(input_size)
 
 
 class Classifier(nn.Module):
@@ -100,7 +86,8 @@ class Classifier(nn.Module):
             raise UserError(f"the classifier's input side must be in 8..{MAX_INPUT}, got {input_size}")
         super().__init__()
         self.arch, self.num_classes, self.in_channels, self.input_size = arch, num_classes, in_channels, input_size
-        self.pool = pool_kernel(input_size)  # 1 at 28: no pool
+        self.pool = max(1, (input_size // 4) // 8)  # the average pool's kernel (1 at 28: none)
+        self.side = (input_size // 4) // self.pool  # of the map fc1 reads, about 8
         self.conv1 = nn.Conv2d(in_channels, 32, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(32)
         self.conv2 = nn.Conv2d(32, 64, 3, padding=1, bias=False)
@@ -108,8 +95,7 @@ class Classifier(nn.Module):
         self.fc1 = nn.Linear(64 * 7 * 7, FEATURE_DIM)
         self.fc2 = nn.Linear(FEATURE_DIM, num_classes)
         if arch == ARCH_ANY:  # fc1 drawn again after fc2, at any S: the initialisation small-cnn-v1 was trained with
-            side = feature_map_side(input_size)
-            self.fc1 = nn.Linear(64 * side * side, FEATURE_DIM)
+            self.fc1 = nn.Linear(64 * self.side * self.side, FEATURE_DIM)
 
     def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = F.relu(self.bn1(F.max_pool2d(self.conv1(x), 2)))  # (N, 32, S/2, S/2)
@@ -138,14 +124,14 @@ def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray, batch: in
 
 def _fit(model: nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, *, epochs: int, batch: int, lr: float,
          seed: int, log: Log, what: str, dev: torch.device) -> float:
-    """Train `model` on uint8 images `x_all` (N, C, H, W) and labels `y_all`: Adam, one-cycle
-    learning rate, data order from a generator seeded by (seed, epoch). Returns the seconds taken."""
+    """Train `model` on uint8 images `x_all` (N, C, H, W) and labels `y_all` (N,): Adam, one-cycle learning
+    rate, data order from a generator seeded by (seed, epoch). Returns the seconds taken."""
     n = len(x_all)
     steps_per_epoch = math.ceil(n / batch)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
-    log(f"training {what} ({n} images) for {epochs} epochs, batch {batch}, "
-        f"seed {seed}, {torch.get_num_threads()} threads, on {dev}")
+    log(f"training {what} ({n} images) for {epochs} epochs, batch {batch}, seed {seed}, "
+        f"{torch.get_num_threads()} threads, on {dev}")
     t0 = time.perf_counter()
     for epoch in range(epochs):
         model.train()
@@ -159,22 +145,19 @@ def _fit(model: nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, *, epochs: 
             opt.step()
             sched.step()
             loss_sum += loss.item()
-        log(f"epoch {epoch + 1}/{epochs}: loss {loss_sum / steps_per_epoch:.4f}, "
-            f"{time.perf_counter() - t_epoch:.0f} s")
+        log(f"epoch {epoch + 1}/{epochs}: loss {loss_sum / steps_per_epoch:.4f}, {time.perf_counter() - t_epoch:.0f} s")
     return time.perf_counter() - t0
 
 
 # ---- which data a classifier fits, and where its weights live -----------------------------------
 
-# DataConfig keys that say which data a classifier fits. Not the resolution (samples are resized to
-# the classifier's input) nor labels_from_subfolders (a run on an image folder may ignore the labels
-# the classifier was trained with).
 IDENTITY_KEYS = ("dataset", "path", "crop", "channels", "classes")
 
 
 def data_identity(data) -> dict[str, Any]:
-    """What names the data of a DataConfig for the classifier cache: the dataset, the absolute
-    data.path ("" = the source's default place), crop, channels and class filter."""
+    """What names the data of a DataConfig for the classifier cache (`IDENTITY_KEYS`, the path made absolute).
+    Not the resolution (samples are resized to the classifier's input) nor labels_from_subfolders (a
+    run on an image folder may ignore the labels its classifier was trained with)."""
     ident = {k: getattr(data, k) for k in IDENTITY_KEYS}
     if ident["path"]:
         ident["path"] = str(Path(ident["path"]).expanduser().resolve())
@@ -186,22 +169,14 @@ def data_key(data) -> str:
     return hashlib.sha256(json.dumps(data_identity(data), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def classifier_cache_dir() -> Path:
-    """<cache>/classifiers ($DCGAN_CACHE/classifiers, else ~/.cache/dcgan/prepared/classifiers)."""
-    from ..data.prepare import cache_root
-
-    return cache_root() / "classifiers"
-
-
 def cached_weights_path(data) -> Path:
-    """Where `train_any_classifier` writes (and evaluation looks for) the classifier of `data`."""
-    return classifier_cache_dir() / f"{data.dataset}-{data_key(data)}.safetensors"
+    """Where `train_any_classifier` writes (and evaluation looks for) the classifier of `data`:
+    <cache>/classifiers ($DCGAN_CACHE, else ~/.cache/dcgan/prepared) / DATASET-KEY.safetensors."""
+    return cache_root() / "classifiers" / f"{data.dataset}-{data_key(data)}.safetensors"
 
 
 def train_command(data) -> str:
     """The `dcgan eval train-classifier` command line that trains the classifier of `data`."""
-    from ..config import DataConfig
-
     default = DataConfig()
     sets = []
     for k in ("path", "crop", "channels", "classes", "labels_from_subfolders", "resolution"):
@@ -214,23 +189,11 @@ def train_command(data) -> str:
     return f"dcgan eval train-classifier {data.dataset}" + "".join(sets)
 
 
-def holdout_index(size: int, fraction: float = HOLDOUT_FRACTION) -> tuple[np.ndarray, np.ndarray]:
-    """(train, held-out) indices of a split without a test split: a fixed random `fraction`
-    (at least one image, seed HOLDOUT_SEED) is held out; both in increasing order."""
-    n_out = max(1, int(round(size * fraction)))
-    perm = np.random.default_rng(HOLDOUT_SEED).permutation(size)
-    return np.sort(perm[n_out:]), np.sort(perm[:n_out])
-
-
 # ---- the trainer ---------------------------------------------------------------------------------
 
 def train_classifier(dataset: str = "mnist", *, out: str | Path | None = None, **options) -> dict[str, Any]:
-    """The shipped extractor's recipe: mnist-cnn-v1 on the train split of `dataset` (mnist,
-    fashion-mnist), measured on its test split, weights to `out` (default: the package's weights
-    folder) with the record format the shipped weights carry. `options`: those of
-    `train_any_classifier`. Other labelled datasets: `train_any_classifier`."""
-    from ..config import DataConfig
-
+    """The shipped extractor's recipe: `train_any_classifier` (`options`) of mnist-cnn-v1 on `dataset`
+    (mnist, fashion-mnist), weights to `out` (default: the package's), with the shipped record format."""
     if dataset not in DATASETS:
         raise UserError(f"train_classifier supports the datasets [{', '.join(DATASETS)}] "
                         f"(1x28x28, 10 classes, arch {ARCH}), got {dataset!r}; for any other labelled dataset use "
@@ -244,23 +207,11 @@ def train_any_classifier(data, *, epochs: int = DEFAULT_EPOCHS, seed: int = 0, o
                          data_dir: str | None = None, command: str | None = None, train_images: int | None = None,
                          test_images: int | None = None, log: Log | None = None,
                          arch: str = ARCH_ANY) -> dict[str, Any]:
-    """Train small-cnn-v1 (or, `arch` mnist-cnn-v1, the shipped MNIST recipe: see `train_classifier`)
-    on the labelled image dataset `data` (a DataConfig: mnist, fashion-mnist, cifar10, or an image
-    folder / CelebA / LSUN export with data.labels_from_subfolders=true).
-
-    Accuracy is measured on the dataset's test split, or, without one, on a fixed held-out
-    HOLDOUT_FRACTION of its train split (not trained on). The weights go to `out` (default:
-    `cached_weights_path(data)`, where evaluation finds them) with the JSON record beside them.
-    Nothing is downloaded (except by the shipped recipe, which fetches MNIST like 'dcgan prepare'):
-    missing source files are an error that says to run 'dcgan prepare'. `train_images` /
-    `test_images` limit training / measuring to the first that many images (quick checks).
-    Returns the record."""
-    from dataclasses import asdict, replace
-
-    from ..data.prepare import data_root, prepare, resize
-    from ..data.sources import SOURCES
-    from ..device import pick_device
-
+    """Train small-cnn-v1 (`arch` mnist-cnn-v1: see `train_classifier`) on labelled image data (a DataConfig:
+    mnist, fashion-mnist, cifar10, image folders with data.labels_from_subfolders=true), measure it on
+    the test split (else on a fixed held-out HOLDOUT_FRACTION of train), write the weights to `out`
+    (default `cached_weights_path(data)`, where evaluation finds them); returns the record. Missing
+    source files are an error saying to run 'dcgan prepare' (the shipped recipe fetches MNIST itself)."""
     shipped = arch == ARCH
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if epochs < 1:
@@ -280,9 +231,8 @@ def train_any_classifier(data, *, epochs: int = DEFAULT_EPOCHS, seed: int = 0, o
     what = f"{data.dataset}" + (f" ({data.path})" if data.path else "")
     root = data_root(data_dir)
     for split in () if shipped else source.splits if "test" in source.splits else ("train",):
-        wanted = source.files(root, split, replace(data, split=split)) if source.configured \
-            else source.files(root, split)
-        missing = [f for f in wanted if not Path(f).exists()]
+        files = source.files(root, split, *[replace(data, split=split)] if source.configured else [])
+        missing = [f for f in files if not Path(f).exists()]
         if missing:  # never a download from here: the data must be on disk already
             raise UserError(f"{what}: {missing[0]} is missing; fetch the data first with 'dcgan prepare "
                             f"{data.dataset}' (or point data.path at your copy), then train the classifier")
@@ -292,16 +242,12 @@ def train_any_classifier(data, *, epochs: int = DEFAULT_EPOCHS, seed: int = 0, o
     if train.num_classes < 2:
         how = ("put one sub-folder per class under data.path and add --set data.labels_from_subfolders=true"
                if data.dataset in ("folder", "celeba", "lsun") else "choose a labelled dataset")
-        raise UserError(
-            f"{what} has {'no labels' if train.num_classes == 0 else 'a single class'}: the classifier needs at "
-            f"least 2 labelled classes; {how}. Unlabelled image data can be measured with Inception instead "
-            f"(dcgan eval RUN --extractor inception --inception-weights PATH)")
+        raise UserError(f"{what} has {'no labels' if train.num_classes == 0 else 'a single class'}: the classifier "
+                        f"needs at least 2 labelled classes; {how}. Unlabelled image data can be measured with "
+                        f"Inception instead (dcgan eval RUN --extractor inception --inception-weights PATH)")
     channels, side = train.shape[0], train.shape[1]
     if channels not in (1, 3) or train.shape[1] != train.shape[2]:
         raise UserError(f"{what} holds {train.shape} images; the classifier needs square 1- or 3-channel images")
-    if shipped and train.shape != (1, INPUT_SIZE, INPUT_SIZE):
-        raise UserError(f"{data.dataset}/train holds {train.shape} images with {train.num_classes} classes; "
-                        f"the classifier needs 1x28x28 labelled images")
     input_size = min(side, MAX_INPUT)
     if input_size < 8:
         raise UserError(f"{what} holds {side}x{side} images; the classifier needs at least 8x8")
@@ -314,7 +260,10 @@ def train_any_classifier(data, *, epochs: int = DEFAULT_EPOCHS, seed: int = 0, o
         test_x, test_y = np.asarray(test.images), np.asarray(test.labels)
         test_split, test_hash = "test", test.meta["content_hash"]
     else:
-        keep, held = holdout_index(len(train))
+        # a fixed random HOLDOUT_FRACTION (at least one image), whatever the training seed; both in order
+        perm = np.random.default_rng(HOLDOUT_SEED).permutation(len(train))
+        n_out = max(1, int(round(len(train) * HOLDOUT_FRACTION)))
+        keep, held = np.sort(perm[n_out:]), np.sort(perm[:n_out])
         if len(keep) < 1:
             raise UserError(f"{what} holds {len(train)} image(s), too few to hold some out; add images")
         test_x, test_y, train_x, train_y = train_x[held], train_y[held], train_x[keep], train_y[keep]
@@ -351,30 +300,24 @@ def train_any_classifier(data, *, epochs: int = DEFAULT_EPOCHS, seed: int = 0, o
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}))
     # the shipped record keeps the fields (and their order) it was first written with
-    side_m = feature_map_side(input_size)
-    record = {"arch": arch, "dataset": data.dataset}
-    if not shipped:
-        record.update(data={k: v for k, v in asdict(data).items() if k != "split"}, data_identity=data_identity(data),
-                      data_key=data_key(data))
+    record = {"arch": arch, "dataset": data.dataset, **({} if shipped else {
+        "data": {k: v for k, v in asdict(data).items() if k != "split"}, "data_identity": data_identity(data),
+        "data_key": data_key(data)})}
     record.update(weights=out.name, sha256=file_sha256(out), bytes=out.stat().st_size, command=command, seed=seed,
-                  epochs=epochs, batch=batch, lr_max=lr,
-                  schedule="one-cycle (torch OneCycleLR defaults), Adam, no augmentation")
-    if not shipped:
-        record["test_split"] = test_split
-    record.update(test_accuracy=test_acc, test_images=n_test, train_images=limit,
-                  train_content_hash=train.meta["content_hash"], test_content_hash=test_hash)
-    if shipped:
-        record.update(input="1x28x28 gray, uint8 / 127.5 - 1 (range [-1, 1])",
-                      feature="128-d ReLU output of fc1 (penultimate layer)")
-    else:
-        record.update(input_shape=[channels, input_size, input_size],
-                      input=f"{channels}x{input_size}x{input_size}, uint8 / 127.5 - 1 (range [-1, 1])"
-                      + (f"; the {side}x{side} data resized (bilinear, antialiased)" if input_size != side else ""),
-                      feature=f"128-d ReLU output of fc1 (after avg-pool {pool_kernel(input_size)} to {side_m}x{side_m})")
-    record.update(num_classes=train.num_classes, class_names=train.meta["class_names"],
-                  train_seconds=round(train_s, 1), device=str(dev), num_threads=torch.get_num_threads(),
-                  deterministic=True, torch=torch.__version__, python=platform.python_version(),
-                  machine=platform.machine(), date=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+                  epochs=epochs, batch=batch, lr_max=lr, schedule="one-cycle (torch OneCycleLR defaults), Adam, no "
+                  "augmentation", **({} if shipped else {"test_split": test_split}), test_accuracy=test_acc,
+                  test_images=n_test, train_images=limit, train_content_hash=train.meta["content_hash"],
+                  test_content_hash=test_hash)
+    record.update({"input": "1x28x28 gray, uint8 / 127.5 - 1 (range [-1, 1])",
+                   "feature": "128-d ReLU output of fc1 (penultimate layer)"} if shipped else {
+        "input_shape": [channels, input_size, input_size],
+        "input": f"{channels}x{input_size}x{input_size}, uint8 / 127.5 - 1 (range [-1, 1])"
+                 + (f"; the {side}x{side} data resized (bilinear, antialiased)" if input_size != side else ""),
+        "feature": f"128-d ReLU output of fc1 (after avg-pool {model.pool} to {model.side}x{model.side})"})
+    record.update(num_classes=train.num_classes, class_names=train.meta["class_names"], train_seconds=round(train_s, 1),
+                  device=str(dev), num_threads=torch.get_num_threads(), deterministic=True, torch=torch.__version__,
+                  python=platform.python_version(), machine=platform.machine(),
+                  date=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     atomic_write(record_path(out), (json.dumps(record, indent=1) + "\n").encode())
     log(f"wrote {out} ({record['bytes']} bytes, sha256 {record['sha256'][:12]}…) and {record_path(out).name}")
     return record

@@ -4,30 +4,17 @@
     evaluate("samples.npz", n=5000)    # images (+ labels) written by 'dcgan sample --out FILE.npz'
     fid_of_generator(G, 2000)          # a cheap FID of a generator in memory (training-time evaluation)
 
-One pipeline serves every extractor (features.py): `evaluate_images` reads the real reference's
-features through one cache (`reference_features`), the fakes' through the same extractor, computes
-the metrics its kind serves (`SUITES`) and states the protocol. Every result carries it:
-
-* Features come from the project's own classifier (`classifier.py`: the shipped MNIST one, or one
-  trained with 'dcgan eval train-classifier' on the run's labelled data, found in the cache or
-  given as `classifier`) or from Inception-v3 (`inception.py`, RGB data), identified by the
-  SHA-256 of their weights.
-* Fake images: from a run or checkpoint, `n` images of the EMA generator (raw when the checkpoint
-  has no EMA or `ema=False`), noise from `seed`, labels cycling 0..K-1 for conditional models;
-  from an .npz, its first `n` images (all of them when it holds fewer).
-* Real reference: n_real = min(n_fake, split size) images of the reference split (`test` where the
-  dataset has one, else `train`), so both sets have the same size (k-NN precision/recall and the
-  FID bias depend on it): the whole split when n_real equals its size, else a fixed random subset
-  (seed 0, whatever the evaluation seed; see `reference_index`). Real images are brought to the
-  fake images' resolution with the data cache's resize and then go through the extractor's own
-  resize like the fakes, so a generator trained at 64x64 is compared with real digits that went
-  28→64→28 too.
-* Reference features are cached under <cache>/eval-reference/, keyed by the split's content hash,
-  the split, n_real, the resolution and the extractor's weights.
+One pipeline for every extractor (features.py): the fakes' features and the real reference's (cached)
+feed the metrics of the extractor's kind (`SUITES`); the result states its protocol (docs/METRICS.md).
+The reference: as many images of the test split (else train) as there are fakes (k-NN precision/recall
+and the FID bias depend on it), resized to the fakes' resolution first so both then take the same
+resize to the extractor's input (28→64→28 for a 64x64 generator).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -35,17 +22,25 @@ import os
 import sys
 import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
+from ..checkpoint import load_generator
+from ..config import Config, DataConfig
+from ..data.prepare import cache_root, prepare, resize
+from ..data.sources import SOURCES
+from ..device import pick_device
 from ..errors import UserError
-from ..files import atomic_write
+from ..files import MetricsLog, atomic_write
+from ..sampling import generate, parse_labels
 from . import stats
-from .features import Extractor, as_uint8_images, load_extractor
+from .classifier import ARCH, train_command
+from .features import Extractor, as_uint8_images, find_classifier, load_classifier, load_extractor
+from .inception import NEED_WEIGHTS, inception_score, load_inception
 
 METRICS = ("fid", "kid", "precision_recall", "label_accuracy", "classes")  # on the project's classifier
 INCEPTION_METRICS = ("fid", "kid", "inception_score")
@@ -55,14 +50,10 @@ KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
 IS_SPLITS = 10
 REFERENCE_SUBSET_SEED = 0
-_MIN_SAMPLES = {"fid": 2, "kid": 2, "precision_recall": PR_K + 1}  # the others: 1 (any image)
-_ON_REFERENCE = ("fid", "kid", "precision_recall")  # compare the fakes' features with the reference's
+_MIN_SAMPLES = {"fid": 2, "kid": 2, "precision_recall": PR_K + 1}  # of fakes and of real images; others: 1 fake
 
 Log = Callable[[str], None]
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr)
+_stderr = functools.partial(print, file=sys.stderr)
 
 
 @dataclass(frozen=True)
@@ -71,8 +62,8 @@ class Suite:
 
     names: tuple[str, ...]
     default: tuple[str, ...] | None  # None: all that apply (label_accuracy only for images with labels)
-    needs_reference: tuple[str, ...]  # metrics measured only with the real reference's features at hand
-    empty: str  # messages: --metrics names nothing, names {bad}, too few fakes, too few real images
+    needs_reference: tuple[str, ...]  # metrics that need the real reference's features
+    empty: str  # messages: --metrics names nothing / names {bad} / too few fakes / too few real images
     unknown: str
     too_few: str
     too_few_real: str
@@ -123,8 +114,8 @@ def load_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        raise UserError(f"{path} is not a readable .npz file ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                        f"write samples with 'dcgan sample RUN --out FILE.npz'") from None
+        raise UserError(f"{path} is not a readable .npz file ({str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                        f"); write samples with 'dcgan sample RUN --out FILE.npz'") from None
     expected = "a samples .npz holds 'images' (uint8 N x C x H x W) and optionally 'labels' (int64 N)"
     if "images" not in arrays:
         raise UserError(f"{path} has no 'images' array (it holds [{', '.join(arrays) or 'nothing'}]); {expected}")
@@ -150,23 +141,12 @@ def _check_counts(suite: Suite, wanted: list[str], n: int, real: bool = False) -
     """UserError when `n` fake images (`real`: reference images) are too few for a metric."""
     for m in wanted:
         need = _MIN_SAMPLES.get(m, 1)
-        if n < need and (not real or m in _ON_REFERENCE):
+        if n < need and (not real or m in _MIN_SAMPLES):
             raise UserError((suite.too_few_real if real else suite.too_few).format(m=m, need=need, n=n))
 
 
-def _data_config(dataset):
-    """A DataConfig from a dataset name (its defaults) or a DataConfig (as it is)."""
-    from ..config import DataConfig
-
-    return DataConfig(dataset=dataset) if isinstance(dataset, str) else dataset
-
-
-def reference_split(data, reference: str | None) -> str:
-    """--reference (test or train, one the dataset has), else test where the dataset has one, else
-    train (image folders, CelebA, LSUN). `data`: a dataset name or a DataConfig."""
-    from ..data.sources import SOURCES
-
-    data = _data_config(data)
+def reference_split(data: DataConfig, reference: str | None) -> str:
+    """--reference (test or train, one the dataset has), else test where there is one, else train."""
     splits = SOURCES.get(data.dataset).splits
     if reference is None:
         return "test" if "test" in splits else "train"
@@ -180,37 +160,27 @@ def reference_split(data, reference: str | None) -> str:
 # ---- the real reference --------------------------------------------------------------------------
 
 def reference_index(size: int, n: int) -> np.ndarray:
-    """Which images of a split of `size` form a reference of `n`: all of them in order when n >= size,
-    else a fixed random subset (seed REFERENCE_SUBSET_SEED, independent of the evaluation seed), in
-    increasing order. Not the first n: MNIST's test split puts its 5,000 cleaner digits first (the
-    FID between its two halves is ~55 with the shipped extractor), so a prefix is not representative."""
+    """Which images of a split of `size` form a reference of `n`: all of them when n >= size, else a
+    fixed random subset (seed REFERENCE_SUBSET_SEED, whatever the evaluation seed), in order. Not the
+    first n: MNIST's test split puts its 5,000 cleaner digits first (FID ~55 between its halves)."""
     if n >= size:
         return np.arange(size)
     return np.sort(np.random.default_rng(REFERENCE_SUBSET_SEED).permutation(size)[:n])
 
 
-def reference_features(extractor: Extractor, data, split: str, n: int, resolution: int, *,
+def reference_features(ex: Extractor, data: DataConfig, split: str, n: int, resolution: int, *,
                        data_dir: str | None = None, log: Log = _stderr) -> dict[str, Any]:
-    """Features (N, D) and outputs (N, K) that `extractor` gives `n` images of a real split (see
-    `reference_index`) as an evaluation at `resolution` sees them, and their labels (N,); cached under
-    <cache>/eval-reference/. `data`: a dataset name or a DataConfig. Returns {features, outputs,
-    labels, class_names, n, selection, content_hash, cache, hit, resize}."""
-    from dataclasses import replace
-
-    from ..data.prepare import cache_root, prepare, resize
-
-    ex, data = extractor, _data_config(data)
+    """Features (N, D), outputs (N, K), labels (N,) of `n` images of a real split (`reference_index`) seen
+    through `ex` as at `resolution`, cached in <cache>/eval-reference/ (`cache`: the file; `hit`)."""
     ds = prepare(replace(data, split=split), data_dir, log=log)
     if ds.kind != "images":
         what = "the classifier metrics" if ex.kind == "classifier" else "Inception metrics"
         raise UserError(f"dataset {data.dataset} holds points, not images; {what} need images")
-    size = len(ds)
-    n = min(int(n), size)
+    size, n = len(ds), min(int(n), len(ds))
     selection = f"all {n}" if n == size else f"random {n} of {size} (seed {REFERENCE_SUBSET_SEED})"
     index = reference_index(size, n)
-    key = json.dumps({"dataset": data.dataset, "split": split, "selection": selection, "n": n,
-                      "content_hash": ds.meta["content_hash"], "resolution": resolution, **ex.cache_key(ds.shape)},
-                     sort_keys=True)
+    key = json.dumps({"dataset": data.dataset, "split": split, "selection": selection, "n": n, "resolution": resolution,
+                      "content_hash": ds.meta["content_hash"], **ex.cache_key(ds.shape)}, sort_keys=True)
     prefix = "inception-" if ex.kind == "inception" else ""
     path = cache_root() / "eval-reference" / \
         f"{prefix}{data.dataset}-{split}-n{n}-r{resolution}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
@@ -219,11 +189,10 @@ def reference_features(extractor: Extractor, data, split: str, n: int, resolutio
            "labels": np.asarray(ds.labels[index], dtype=np.int64)}
     try:
         with np.load(path, allow_pickle=False) as z:
-            cached = z["features"], z[ex.output_name]
-        if len(cached[0]) == n:
+            feats, outputs = z["features"], z[ex.output_name]
+        if len(feats) == n:
             log(f"reference {data.dataset}/{split} ({selection}): cached {ex.noun} {path.name}")
-            return {**out, "features": cached[0].astype(np.float64), "outputs": cached[1].astype(np.float64),
-                    "hit": True}
+            return {**out, "features": feats.astype(np.float64), "outputs": outputs.astype(np.float64), "hit": True}
     except (ValueError, OSError, KeyError, zipfile.BadZipFile, EOFError):
         pass  # missing or damaged: computed again and rewritten
     log(f"reference {data.dataset}/{split} ({selection}): computing {ex.noun}")
@@ -241,27 +210,12 @@ def reference_features(extractor: Extractor, data, split: str, n: int, resolutio
 
 # ---- the metrics ---------------------------------------------------------------------------------
 
-def _fid(a: np.ndarray, b: np.ndarray, feature_dim: int) -> float:
-    """stats.fid; with no more samples than feature dimensions both covariances are rank-deficient,
-    and a distance that is 0 up to rounding can come out slightly negative, which stats.fid
-    refuses: then (only then) the value is 0."""
-    try:
-        return stats.fid(a, b)
-    except ValueError as e:
-        if "came out negative" in str(e) and min(len(a), len(b)) <= feature_dim:
-            return 0.0
-        raise
-
-
 def evaluate_images(images, labels: np.ndarray | None, *, extractor: Extractor, dataset="mnist",
                     metrics: str | Sequence[str] | None = None, reference: str | None = None, seed: int = 0,
                     data_dir: str | None = None, batch_size: int = 500, log: Log = _stderr) -> dict[str, Any]:
     """Metrics of uint8 images (N, C, H, W) against the real reference, on `extractor`'s features.
-    `labels` are the classes the images were asked to show (conditional models), or None; only the
-    classifier reads them. `dataset`: the real data, a name or a DataConfig (for the shipped
-    mnist-cnn-v1, its dataset's defaults are used whatever the rest says)."""
-    from .classifier import ARCH
-
+    `labels` (N,): the classes the images were asked to show (conditional models; the classifier
+    reads them), or None. `dataset`: the real data, a name or a DataConfig."""
     t0 = time.perf_counter()
     ex = extractor
     images = as_uint8_images(images)
@@ -274,9 +228,9 @@ def evaluate_images(images, labels: np.ndarray | None, *, extractor: Extractor, 
     if "label_accuracy" in wanted and not conditional:
         raise UserError("label_accuracy needs the labels the images were generated for: the model is unconditional "
                         "or the .npz has no 'labels' array; leave label_accuracy out of --metrics")
-    data = _data_config(dataset)
-    if getattr(ex, "arch", None) == ARCH:  # the shipped classifier is measured against its dataset as it ships
-        data = _data_config(data.dataset)
+    data = DataConfig(dataset=dataset) if isinstance(dataset, str) else dataset
+    if getattr(ex, "arch", None) == ARCH:  # the shipped classifier: against its dataset as it ships
+        data = DataConfig(dataset=data.dataset)
     split = reference_split(data, reference)
     if conditional:
         K = ex.num_classes
@@ -301,7 +255,12 @@ def evaluate_images(images, labels: np.ndarray | None, *, extractor: Extractor, 
     for m in wanted:
         log(f"computing {m}")
         if m == "fid":
-            result["fid"] = _fid(fake_f, ref["features"], ex.feature_dim)
+            try:
+                result["fid"] = stats.fid(fake_f, ref["features"])
+            except ValueError as e:  # n <= D: rank-deficient covariances, a 0 up to rounding can come out negative
+                if "came out negative" not in str(e) or min(n_fake, ref["n"]) > ex.feature_dim:
+                    raise
+                result["fid"] = 0.0
         elif m == "kid":
             mean, std = stats.kid(fake_f, ref["features"], subsets=KID_SUBSETS, subset_size=KID_SUBSET_SIZE, seed=seed)
             result["kid"] = {"mean": mean, "std": std, "subsets": KID_SUBSETS,
@@ -318,8 +277,6 @@ def evaluate_images(images, labels: np.ndarray | None, *, extractor: Extractor, 
                                                 "inception_score", "inception_score_std")}
             result["classes"] = c
         elif m == "inception_score":
-            from .inception import inception_score
-
             mean, std = inception_score(fake_o, min(IS_SPLITS, n_fake))
             result["inception_score"] = {"mean": mean, "std": std, "splits": min(IS_SPLITS, n_fake)}
     result["protocol"] = _protocol(ex, wanted, images.shape, ref, data, split, seed)
@@ -329,11 +286,10 @@ def evaluate_images(images, labels: np.ndarray | None, *, extractor: Extractor, 
     return result
 
 
-def _protocol(ex: Extractor, wanted: list[str], shape: tuple[int, ...], ref: dict[str, Any] | None, data,
-              split: str, seed: int) -> dict[str, Any]:
-    """How a result was measured (without where the images came from: `_finish_result` adds that)."""
-    n_fake = shape[0]
-    classifier = ex.kind == "classifier"
+def _protocol(ex: Extractor, wanted: list[str], shape: tuple[int, ...], ref: dict[str, Any] | None,
+              data: DataConfig, split: str, seed: int) -> dict[str, Any]:
+    """How a result was measured (`evaluate` adds where the images came from)."""
+    n_fake, classifier = shape[0], ex.kind == "classifier"
     reference = None
     if ref:
         reference = {"dataset": data.dataset, **({"path": data.path} if classifier and data.path else {}),
@@ -358,10 +314,8 @@ def _protocol(ex: Extractor, wanted: list[str], shape: tuple[int, ...], ref: dic
 
 # ---- runs, checkpoints and sample files ----------------------------------------------------------
 
-def _record_data(record: dict[str, Any]):
+def _record_data(record: dict[str, Any]) -> DataConfig:
     """The DataConfig a classifier was trained on (from its record; mnist-cnn-v1: the dataset's defaults)."""
-    from ..config import Config, DataConfig
-
     if not isinstance(record.get("data"), dict):
         return DataConfig(dataset=record.get("dataset", "mnist"))
     cfg = Config()
@@ -371,11 +325,8 @@ def _record_data(record: dict[str, Any]):
     return cfg.data
 
 
-def _use_inception(extractor: str | None, channels: int, data, classifier) -> bool:
-    """Whether images go through Inception: asked for; or RGB under auto when no classifier was
-    given and none has been trained for `data` (a DataConfig, or None when unknown)."""
-    from .features import find_classifier
-
+def _use_inception(extractor: str | None, channels: int, data: DataConfig | None, classifier) -> bool:
+    """Inception when asked for, or under auto for RGB images of data (None: unknown) no classifier fits."""
     if extractor == "inception":
         return True
     if classifier is not None or extractor == "classifier" or channels != 3:
@@ -383,49 +334,25 @@ def _use_inception(extractor: str | None, channels: int, data, classifier) -> bo
     return data is None or find_classifier(data) is None
 
 
-def _load_inception_or_say(inception_weights, dev, extractor: str | None, data):
-    """load_inception; under auto, a failure also names the classifier route."""
-    from .classifier import train_command
-    from .inception import load_inception
-
-    try:
-        return load_inception(inception_weights, dev)
-    except UserError as e:
-        if extractor == "inception" or data is None:
-            raise
-        raise UserError(f"{e}; or measure with the project's classifier trained on this data: "
-                        f"'{train_command(data)}', then evaluate again (or give --classifier PATH)") from None
+def _fakes(G: torch.nn.Module, n: int, seed: int, batch_size: int) -> tuple[torch.Tensor, np.ndarray | None]:
+    """`n` uint8 images (N, C, H, W) of G from noise `seed` and the labels (N,) they were asked for (all
+    classes cycled 0..K-1 for a conditional G, else None)."""
+    labels_t = parse_labels("all", n, G.num_classes)
+    images = generate(G, n, labels_t, seed=seed, batch_size=batch_size)
+    return images, labels_t.numpy().astype(np.int64) if labels_t is not None else None
 
 
 def evaluate(source: str | Path, n: int = 10000, metrics: str | Sequence[str] | None = None,
              reference: str | None = None, seed: int = 0, *, dataset: str | None = None, device: str = "auto",
              ema: bool = True, batch_size: int = 500, data_dir: str | None = None, record: bool = True,
-             log: Log | None = None, extractor: str | None = None,
-             inception_weights: str | os.PathLike | None = None, classifier: str | os.PathLike | None = None,
-             data=None) -> dict[str, Any]:
-    """Evaluate a run folder, a checkpoint file or a .npz of samples (see the module docstring).
-
-    For a run folder (and `record`), the result is appended to the run's metrics.jsonl as one
-    line with "kind": "eval". Bad input raises UserError.
-
-    `extractor`: None / "auto", "classifier" or "inception". Auto: grey images → the project's
-    classifier (shipped for MNIST; for other data the one 'dcgan eval train-classifier' wrote to
-    the cache for it); RGB images → that cached classifier when there is one, else Inception.
-    Inception (dcgan/metrics/inception.py) needs the extra dcgan[inception] and the FID Inception
-    weights (`inception_weights` or $DCGAN_INCEPTION_WEIGHTS). The reference split defaults to
-    test where the dataset has one, else train.
-
-    `classifier`: a weights file written by 'dcgan eval train-classifier' (its JSON record beside
-    it); implies the classifier. For an .npz its record also names the real data unless `dataset`
-    / `data` do. `data`: the DataConfig of an .npz's real data (image folders: data.path, ...).
-    """
-    from ..checkpoint import load_generator
-    from ..config import DataConfig
-    from ..device import pick_device
-    from ..sampling import generate, parse_labels
-    from .features import load_classifier
-    from .inception import need_weights_message
-
+             log: Log | None = None, extractor: str | None = None, inception_weights: str | os.PathLike | None = None,
+             classifier: str | os.PathLike | None = None, data: DataConfig | None = None) -> dict[str, Any]:
+    """Evaluate a run folder (its result also appended to its metrics.jsonl, "kind": "eval", if `record`),
+    a checkpoint file or a .npz of samples: `n` images of the EMA (`ema`) generator from noise `seed`, or
+    the file's first `n`. `extractor`: auto (None), "classifier" or "inception"; auto takes the project's
+    classifier for grey images, and for RGB the one trained on the data if any, else Inception
+    (`inception_weights` or $DCGAN_INCEPTION_WEIGHTS). `classifier`: weights from 'dcgan eval
+    train-classifier', whose record names an .npz's real data unless `dataset` / `data` do."""
     log = log or _stderr
     t0 = time.perf_counter()
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
@@ -440,17 +367,12 @@ def evaluate(source: str | Path, n: int = 10000, metrics: str | Sequence[str] | 
     # fail now on a metric no extractor that may be chosen knows (auto: the channels decide later)
     kinds = ["inception"] if extractor == "inception" else ["classifier"] \
         if extractor == "classifier" or classifier is not None else ["classifier", "inception"]
-    errors = []
-    for kind in kinds:
-        try:
+    for kind in kinds[1:]:
+        with contextlib.suppress(UserError):
             parse_metrics(metrics, kind)
             break
-        except UserError as e:
-            errors.append(e)
     else:
-        raise errors[0]
-    if reference is not None and reference not in REFERENCES:
-        raise UserError(f"--reference must be one of [{', '.join(REFERENCES)}], got {reference!r}")
+        parse_metrics(metrics, kinds[0])  # the first kind's error when none knows them all
     if data is not None:
         if dataset and dataset != data.dataset:
             raise UserError(f"--dataset {dataset} and data.dataset={data.dataset} differ; give one")
@@ -468,7 +390,7 @@ def evaluate(source: str | Path, n: int = 10000, metrics: str | Sequence[str] | 
         data_cfg = data if data is not None else (DataConfig(dataset=dataset) if dataset else None)
         use_inception = _use_inception(extractor, images.shape[1], data_cfg, classifier)
         if use_inception and not dataset:
-            rgb_hint = (f"{need_weights_message()} and --dataset naming their real data (cifar10, celeba, "
+            rgb_hint = (f"{NEED_WEIGHTS} and --dataset naming their real data (cifar10, celeba, "
                         f"lsun, ...; for an image folder evaluate the run instead)")
             if extractor == "inception":
                 raise UserError(f"an .npz measured with Inception needs --dataset: {rgb_hint}")
@@ -477,8 +399,7 @@ def evaluate(source: str | Path, n: int = 10000, metrics: str | Sequence[str] | 
                             f"trained on the RGB data with 'dcgan eval train-classifier DATASET'")
         data_cfg = data_cfg or DataConfig(dataset=dataset or "mnist")
         if len(images) > n:
-            images = images[:n]
-            labels = labels[:n] if labels is not None else None
+            images, labels = images[:n], labels[:n] if labels is not None else None
         elif len(images) < n:
             log(f"{source} holds {len(images)} images, fewer than --n {n}: evaluating all {len(images)}")
         origin = {"source": "samples", "path": str(source), "checkpoint": None, "step": None, "generator": None,
@@ -498,7 +419,13 @@ def evaluate(source: str | Path, n: int = 10000, metrics: str | Sequence[str] | 
         use_inception = _use_inception(extractor, G.out_shape[0], data_cfg, classifier)
     # the extractor, and what can be checked of its metrics, before the (slow) generation
     if use_inception:
-        ex = _load_inception_or_say(inception_weights, dev, extractor, data_cfg)
+        try:
+            ex = load_inception(inception_weights, dev)
+        except UserError as e:
+            if extractor == "inception":
+                raise
+            raise UserError(f"{e}; or measure with the project's classifier trained on this data: "  # auto
+                            f"'{train_command(data_cfg)}', then evaluate again (or give --classifier PATH)") from None
         parse_metrics(metrics, "inception")
     else:
         parse_metrics(metrics, "classifier")
@@ -507,64 +434,38 @@ def evaluate(source: str | Path, n: int = 10000, metrics: str | Sequence[str] | 
         if not use_inception:
             ex.check((n, *G.out_shape))
             if G.num_classes and G.num_classes != ex.num_classes:
-                from .classifier import train_command
-
                 raise UserError(f"the generator has {G.num_classes} classes, the {ex.name} classifier "
                                 f"{ex.num_classes}; give a classifier trained on the run's classes "
                                 f"('{train_command(data_cfg)}', then --classifier PATH or the cached one)")
         reference_split(data_cfg, reference)
-        labels_t = parse_labels("all", n, G.num_classes)
         log(f"generating {n} images with the {info['generator']} generator of {info['path']} (step {info['step']})")
-        images = generate(G, n, labels_t, seed=seed, batch_size=batch_size).numpy()
-        labels = labels_t.numpy().astype(np.int64) if labels_t is not None else None
+        images, labels = _fakes(G, n, seed, batch_size)
         origin = {"source": "run" if source.is_dir() else "checkpoint", "path": str(source),
                   "checkpoint": info["path"], "step": int(info["step"]), "generator": info["generator"],
                   "labels": "all classes, cycled 0..K-1" if labels is not None else None,
                   "train_content_hash": info["data"].get("content_hash")}
     result = evaluate_images(images, labels, extractor=ex, dataset=data_cfg, metrics=metrics, reference=reference,
                              seed=seed, data_dir=data_dir, batch_size=batch_size, log=log)
-    return _finish_result(result, origin, source, record=record, log=log, t0=t0)
-
-
-def _finish_result(result: dict[str, Any], origin: dict[str, Any], source: Path, *, record: bool, log: Log,
-                   t0: float) -> dict[str, Any]:
-    """Put where the images came from into the protocol, time the whole evaluation, and append the
-    result to a run's metrics.jsonl (never for a checkpoint file or an .npz)."""
     result["protocol"] = {**origin, **result["protocol"]}
     result["elapsed_s"] = time.perf_counter() - t0
-    if record and origin["source"] == "run":
-        from ..files import MetricsLog
-
+    if record and origin["source"] == "run":  # never for a checkpoint file or an .npz
         MetricsLog(source / "metrics.jsonl").write({"kind": "eval", "step": origin["step"], "time": time.time(),
                                                    **result})
         log(f"appended the result to {source / 'metrics.jsonl'}")
     return result
 
 
-def fid_of_generator(G: torch.nn.Module, n: int = 2000, reference: str = "test", seed: int = 0,
-                     dataset: str = "mnist", *, metrics: Sequence[str] = ("fid",), data_dir: str | None = None,
-                     batch_size: int = 500, log: Log | None = None, data=None,
+def fid_of_generator(G: torch.nn.Module, n: int = 2000, reference: str = "test", seed: int = 0, dataset: str = "mnist",
+                     *, metrics: Sequence[str] = ("fid",), data_dir: str | None = None, batch_size: int = 500,
+                     log: Log | None = None, data: DataConfig | None = None,
                      weights: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Metrics (FID by default) of a generator in memory, e.g. the EMA generator during training.
-
-    Generates `n` images from noise `seed` (labels cycling over the classes of a conditional G),
-    on G's device, and compares them with n images of the reference split (the fixed subset of
-    `reference_index`; its features are cached after the first call). G's train/eval mode is
-    restored. Returns {"fid": ..., "protocol": {...}, ...}; with metrics=("fid", "label_accuracy")
-    a conditional G also gets its label accuracy (cheap).
-
+    """Metrics (FID by default) of a generator in memory, e.g. the EMA generator during training: `n`
+    images on G's device (`_fakes`; G's train/eval mode is restored) against n of the reference split.
     `data`: the run's DataConfig (default: `dataset`'s defaults); the classifier is `weights`, else
-    the shipped (MNIST) or cached one for that data (`features.load_classifier`).
-    """
-    from ..config import DataConfig
-    from ..sampling import generate, parse_labels
-    from .features import load_classifier
-
+    the shipped (MNIST) or cached one for that data (`features.load_classifier`)."""
     log = log or (lambda msg: None)
     data = data if data is not None else DataConfig(dataset=dataset)
     extractor = load_classifier(data, next(G.parameters()).device, weights)
-    labels_t = parse_labels("all", n, G.num_classes)
-    images = generate(G, n, labels_t, seed=seed, batch_size=batch_size)
-    labels = labels_t.numpy().astype(np.int64) if labels_t is not None else None
+    images, labels = _fakes(G, n, seed, batch_size)
     return evaluate_images(images, labels, extractor=extractor, dataset=data, metrics=list(metrics),
                            reference=reference, seed=seed, data_dir=data_dir, batch_size=batch_size, log=log)

@@ -2,19 +2,12 @@
 
     ex = load_inception("pt_inception-2015-12-05-6726825d.pth")   # a LOCAL file; nothing is downloaded
     feats, logits = ex.extract(images)                             # uint8 (N, 3, H, W) → (N, 2048), (N, 1008)
-    evaluate_images(images, None, extractor=ex, dataset=data_cfg)  # (evaluate.py) {"fid", "inception_score", ...}
 
-The network is torch-fidelity's `FeatureExtractorInceptionV3` (the TF-compatible FID Inception:
-TF1-style bilinear resize to 299x299 inside the model, (x - 128) / 128, pool3 2048-d features for
-FID/KID, unbiased 1008-way logits for IS), so numbers follow the standard FID protocol when the
-standard weights (the 2015-12-05 Inception graph, converted: pytorch-fid's
-pt_inception-2015-12-05-6726825d.pth or torch-fidelity's weights-inception-2015-12-05-6726825d.pth)
-are given. The weights are read with `torch.load(weights_only=True)` and handed to the model, so
-torch-fidelity never reaches the network and no pickle code runs.
-
-torch-fidelity's package __init__ imports torchvision (for its CLIP/VGG/DINOv2 extractors and
-datasets), which the Inception extractor itself does not use; where torchvision is absent
-(`pip install --no-deps torch-fidelity`), only the modules the Inception extractor needs are loaded.
+torch-fidelity's `FeatureExtractorInceptionV3` is the TF-compatible FID Inception (TF1 resize to 299x299
+inside the model, pool3 features, unbiased logits for IS): the standard protocol given the standard
+weights, which are read with `torch.load(weights_only=True)` (no pickle code runs) and handed to the
+model (it never reaches the network). Without torchvision, which its package __init__ imports and
+this extractor does not use, only the modules it needs are loaded.
 """
 
 from __future__ import annotations
@@ -49,23 +42,13 @@ _LOCK = threading.Lock()
 _MODULE: types.ModuleType | None = None  # torch-fidelity's Inception module, once imported
 
 
-def need_weights_message() -> str:
-    return f"RGB images need --inception-weights PATH ({INSTALL})"
-
-
-def weights_path(explicit: str | os.PathLike | None = None) -> Path | None:
-    """--inception-weights, else $DCGAN_INCEPTION_WEIGHTS, else None."""
-    if explicit:
-        return Path(explicit).expanduser()
-    if os.environ.get(ENV):
-        return Path(os.environ[ENV]).expanduser()
-    return None
+NEED_WEIGHTS = f"RGB images need --inception-weights PATH ({INSTALL})"
 
 
 def _forget_fidelity(before: set[str]) -> None:
     """Take the torch_fidelity modules imported since `before` out of sys.modules."""
     for k in set(sys.modules) - before:
-        if k == "torch_fidelity" or k.startswith("torch_fidelity."):
+        if k.partition(".")[0] == "torch_fidelity":
             del sys.modules[k]
 
 
@@ -112,21 +95,6 @@ def _import_fidelity() -> tuple[types.ModuleType, str]:
     return _MODULE, ver
 
 
-def build_model(state_dict: dict, mod: types.ModuleType | None = None) -> torch.nn.Module:
-    """torch-fidelity's FeatureExtractorInceptionV3 with `state_dict`, features ['2048',
-    'logits_unbiased'], eval mode, on the CPU. Never downloads: its weights loader is handed
-    `state_dict` instead."""
-    mod = mod or _import_fidelity()[0]
-    with _LOCK:
-        saved = mod.load_state_dict_from_url
-        mod.load_state_dict_from_url = lambda *a, **k: state_dict
-        try:
-            model = mod.FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"])
-        finally:
-            mod.load_state_dict_from_url = saved
-    return model.eval()
-
-
 @dataclass
 class InceptionExtractor(Extractor):
     """The FID Inception-v3 as an extractor: pool3 features (2048) and unbiased logits (1008)."""
@@ -138,12 +106,9 @@ class InceptionExtractor(Extractor):
     input_size: int = INPUT_SIZE
     feature_dim: int = FEATURE_DIM
 
-    kind = "inception"
-    num_outputs = NUM_LOGITS
-    output_name = "logits"
-    noun = "Inception features"
+    kind, num_outputs, output_name, noun = "inception", NUM_LOGITS, "logits", "Inception features"
     max_batch = 50  # 299x299 activations: ~50 images are a few GB
-    cache_dtype = np.float32
+    cache_dtype = np.float32  # the reference cache: 50,000 x 2048 features are 400 MB in float32
 
     @property
     def name(self) -> str:
@@ -178,11 +143,13 @@ class InceptionExtractor(Extractor):
 
 
 def load_inception(weights: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> InceptionExtractor:
-    """The FID Inception of torch-fidelity with the weights of a local file (or $DCGAN_INCEPTION_WEIGHTS)."""
-    path = weights_path(weights)
-    if path is None:
-        raise UserError(f"{need_weights_message()}: the FID Inception weights {EXPECTED_FILE} "
+    """The FID Inception of torch-fidelity with the weights of a local file (or $DCGAN_INCEPTION_WEIGHTS),
+    in eval mode on `device`."""
+    weights = weights or os.environ.get(ENV)
+    if not weights:
+        raise UserError(f"{NEED_WEIGHTS}: the FID Inception weights {EXPECTED_FILE} "
                         f"(or torch-fidelity's {ALT_FILE}), also read from ${ENV}")
+    path = Path(weights).expanduser()
     mod, ver = _import_fidelity()
     if not path.is_file():
         raise UserError(f"{path} does not exist: put the FID Inception weights {EXPECTED_FILE} (pytorch-fid's "
@@ -191,19 +158,23 @@ def load_inception(weights: str | os.PathLike | None = None, device: str | torch
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds for a damaged or non-tensor pickle
-        raise UserError(f"{path} is not a readable weights file ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                        f"expected the state dict {EXPECTED_FILE}") from None
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{path} is not a readable weights file ({why}); expected the state dict "
+                        f"{EXPECTED_FILE}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise UserError(f"{path} holds a {type(state).__name__}, not a state dict; expected {EXPECTED_FILE}")
-    try:
-        model = build_model(state, mod)
-    except RuntimeError as e:
-        raise UserError(f"{path}: the weights do not fit the FID Inception-v3 ({str(e).splitlines()[0]}); "
-                        f"expected {EXPECTED_FILE}") from None
-    model.to(device)
-    return InceptionExtractor(model=model, sha256=file_sha256(path), weights=str(path), version=ver)
+    with _LOCK:  # its weights loader, which would download, is handed `state` instead
+        saved, mod.load_state_dict_from_url = mod.load_state_dict_from_url, lambda *a, **k: state
+        try:
+            model = mod.FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"])
+        except RuntimeError as e:
+            raise UserError(f"{path}: the weights do not fit the FID Inception-v3 ({str(e).splitlines()[0]}); "
+                            f"expected {EXPECTED_FILE}") from None
+        finally:
+            mod.load_state_dict_from_url = saved
+    return InceptionExtractor(model=model.to(device).eval(), sha256=file_sha256(path), weights=str(path), version=ver)
 
 
 def inception_score(logits: np.ndarray, splits: int = 10, seed: int = 2020) -> tuple[float, float]:
