@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import save
 
 from ..config import DataConfig
 from ..data.prepare import cache_root, data_root, prepare, resize
@@ -230,10 +231,10 @@ def train_any_classifier(data, *, epochs: int = DEFAULT_EPOCHS, seed: int = 0, o
 
     what = f"{data.dataset}" + (f" ({data.path})" if data.path else "")
     root = data_root(data_dir)
-    for split in () if shipped else source.splits if "test" in source.splits else ("train",):
-        files = source.files(root, split, *[replace(data, split=split)] if source.configured else [])
-        missing = [f for f in files if not Path(f).exists()]
-        if missing:  # never a download from here: the data must be on disk already
+    for split in (() if shipped else source.splits if "test" in source.splits else ("train",)):
+        where = (root, split, replace(data, split=split)) if source.configured else (root, split)
+        missing = [f for f in source.files(*where) if not Path(f).exists()]
+        if missing:  # never a download from here (the shipped recipe fetches MNIST, as it always has)
             raise UserError(f"{what}: {missing[0]} is missing; fetch the data first with 'dcgan prepare "
                             f"{data.dataset}' (or point data.path at your copy), then train the classifier")
     train = prepare(replace(data, split="train"), data_dir, log=log)
@@ -293,31 +294,28 @@ def train_any_classifier(data, *, epochs: int = DEFAULT_EPOCHS, seed: int = 0, o
     log(f"{what} accuracy {test_acc:.4f} on {n_test} {'test' if test_split == 'test' else 'held-out'} images; "
         f"training took {train_s:.0f} s")
 
-    from safetensors.torch import save
-
     # No safetensors metadata: its order in the header varies from process to process, which would
     # make the bytes (and the SHA-256) of identical weights differ. The JSON record holds it instead.
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}))
     # the shipped record keeps the fields (and their order) it was first written with
-    record = {"arch": arch, "dataset": data.dataset, **({} if shipped else {
-        "data": {k: v for k, v in asdict(data).items() if k != "split"}, "data_identity": data_identity(data),
-        "data_key": data_key(data)})}
-    record.update(weights=out.name, sha256=file_sha256(out), bytes=out.stat().st_size, command=command, seed=seed,
-                  epochs=epochs, batch=batch, lr_max=lr, schedule="one-cycle (torch OneCycleLR defaults), Adam, no "
-                  "augmentation", **({} if shipped else {"test_split": test_split}), test_accuracy=test_acc,
-                  test_images=n_test, train_images=limit, train_content_hash=train.meta["content_hash"],
-                  test_content_hash=test_hash)
-    record.update({"input": "1x28x28 gray, uint8 / 127.5 - 1 (range [-1, 1])",
-                   "feature": "128-d ReLU output of fc1 (penultimate layer)"} if shipped else {
-        "input_shape": [channels, input_size, input_size],
-        "input": f"{channels}x{input_size}x{input_size}, uint8 / 127.5 - 1 (range [-1, 1])"
-                 + (f"; the {side}x{side} data resized (bilinear, antialiased)" if input_size != side else ""),
-        "feature": f"128-d ReLU output of fc1 (after avg-pool {model.pool} to {model.side}x{model.side})"})
-    record.update(num_classes=train.num_classes, class_names=train.meta["class_names"], train_seconds=round(train_s, 1),
-                  device=str(dev), num_threads=torch.get_num_threads(), deterministic=True, torch=torch.__version__,
-                  python=platform.python_version(), machine=platform.machine(),
-                  date=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    s = input_size
+    of_data = {} if shipped else {"data": {k: v for k, v in asdict(data).items() if k != "split"},
+                                  "data_identity": data_identity(data), "data_key": data_key(data)}
+    io = {"input": "1x28x28 gray, uint8 / 127.5 - 1 (range [-1, 1])",
+          "feature": "128-d ReLU output of fc1 (penultimate layer)"} if shipped else {
+        "input_shape": [channels, s, s], "input": f"{channels}x{s}x{s}, uint8 / 127.5 - 1 (range [-1, 1])"
+        + (f"; the {side}x{side} data resized (bilinear, antialiased)" if s != side else ""),
+        "feature": f"128-d ReLU output of fc1 (after avg-pool {model.pool} to {model.side}x{model.side})"}
+    record = {"arch": arch, "dataset": data.dataset, **of_data, "weights": out.name, "sha256": file_sha256(out),
+              "bytes": out.stat().st_size, "command": command, "seed": seed, "epochs": epochs, "batch": batch,
+              "lr_max": lr, "schedule": "one-cycle (torch OneCycleLR defaults), Adam, no augmentation",
+              **({} if shipped else {"test_split": test_split}), "test_accuracy": test_acc, "test_images": n_test,
+              "train_images": limit, "train_content_hash": train.meta["content_hash"], "test_content_hash": test_hash,
+              **io, "num_classes": train.num_classes, "class_names": train.meta["class_names"],
+              "train_seconds": round(train_s, 1), "device": str(dev), "num_threads": torch.get_num_threads(),
+              "deterministic": True, "torch": torch.__version__, "python": platform.python_version(),
+              "machine": platform.machine(), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     atomic_write(record_path(out), (json.dumps(record, indent=1) + "\n").encode())
     log(f"wrote {out} ({record['bytes']} bytes, sha256 {record['sha256'][:12]}…) and {record_path(out).name}")
     return record

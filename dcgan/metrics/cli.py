@@ -1,11 +1,7 @@
 """The `dcgan eval` command.
 
-    dcgan eval RUN_OR_CHECKPOINT_OR_SAMPLES.npz [--n 10000] [--metrics fid,kid,...] [--reference test|train]
-               [--seed S] [--dataset mnist] [--set data.key=value ...] [--device auto|cpu|cuda] [--raw]
-               [--batch-size B] [--data-dir D] [--extractor auto|classifier|inception] [--classifier PATH]
-               [--inception-weights PATH]
-    dcgan eval train-classifier DATASET [--set data.key=value ...] [--epochs E] [--seed S] [--out PATH]
-                                     [--batch-size B] [--device cpu] [--data-dir D] [--train-images N] [--test-images N]
+    dcgan eval RUN_OR_CHECKPOINT_OR_SAMPLES.npz [--n 10000] [--metrics fid,kid,...] [--reference test|train] ...
+    dcgan eval train-classifier DATASET [--set data.key=value ...] [--epochs E] [--seed S] [--out PATH] ...
 
 TARGET `train-classifier` trains the feature extractor on DATASET (mnist without --set: the shipped
 mnist-cnn-v1, into the package; else small-cnn-v1, into the cache where `dcgan eval` finds it); any

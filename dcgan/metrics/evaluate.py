@@ -213,9 +213,8 @@ def reference_features(ex: Extractor, data: DataConfig, split: str, n: int, reso
 def evaluate_images(images, labels: np.ndarray | None, *, extractor: Extractor, dataset="mnist",
                     metrics: str | Sequence[str] | None = None, reference: str | None = None, seed: int = 0,
                     data_dir: str | None = None, batch_size: int = 500, log: Log = _stderr) -> dict[str, Any]:
-    """Metrics of uint8 images (N, C, H, W) against the real reference, on `extractor`'s features.
-    `labels` (N,): the classes the images were asked to show (conditional models; the classifier
-    reads them), or None. `dataset`: the real data, a name or a DataConfig."""
+    """Metrics of uint8 images (N, C, H, W) against the real data `dataset` (a name or a DataConfig) through
+    `extractor`; `labels` (N,): the classes the images were asked to show (conditional models), or None."""
     t0 = time.perf_counter()
     ex = extractor
     images = as_uint8_images(images)
@@ -229,7 +228,7 @@ def evaluate_images(images, labels: np.ndarray | None, *, extractor: Extractor, 
         raise UserError("label_accuracy needs the labels the images were generated for: the model is unconditional "
                         "or the .npz has no 'labels' array; leave label_accuracy out of --metrics")
     data = DataConfig(dataset=dataset) if isinstance(dataset, str) else dataset
-    if getattr(ex, "arch", None) == ARCH:  # the shipped classifier: against its dataset as it ships
+    if ex.kind == "classifier" and ex.arch == ARCH:  # the shipped classifier: against its dataset as it ships
         data = DataConfig(dataset=data.dataset)
     split = reference_split(data, reference)
     if conditional:
@@ -335,8 +334,7 @@ def _use_inception(extractor: str | None, channels: int, data: DataConfig | None
 
 
 def _fakes(G: torch.nn.Module, n: int, seed: int, batch_size: int) -> tuple[torch.Tensor, np.ndarray | None]:
-    """`n` uint8 images (N, C, H, W) of G from noise `seed` and the labels (N,) they were asked for (all
-    classes cycled 0..K-1 for a conditional G, else None)."""
+    """`n` uint8 images (N, C, H, W) of G from noise `seed`, labels (N,) cycling 0..K-1 if G is conditional."""
     labels_t = parse_labels("all", n, G.num_classes)
     images = generate(G, n, labels_t, seed=seed, batch_size=batch_size)
     return images, labels_t.numpy().astype(np.int64) if labels_t is not None else None

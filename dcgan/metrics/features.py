@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from ..data.prepare import resize
 from ..errors import UserError
@@ -88,8 +90,7 @@ class Extractor:
 
 @dataclass
 class ClassifierExtractor(Extractor):
-    """The project's classifier (classifier.py): fc1's features, class probabilities. Images of another
-    size than its input are resized with the data cache's resize (bilinear, antialiased)."""
+    """The project's classifier: fc1's features, class probabilities; images resized with the data cache's resize."""
 
     dataset: str
     sha256: str
@@ -150,9 +151,6 @@ def load_extractor(dataset: str | None = "mnist", device: str | torch.device = "
     """The classifier for `dataset` (the shipped weights unless `weights` is given), checked
     against the SHA-256 in its JSON record, in eval mode on `device`. With `weights`, `dataset`
     None takes the dataset from the record; otherwise the record must name `dataset`."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     if weights is None and dataset not in DATASETS:
         raise UserError(f"dataset {dataset!r} has no feature extractor: dcgan eval measures image models of "
                         f"[{', '.join(DATASETS)}] (1x28x28 digits or clothes, 10 classes)")

@@ -34,15 +34,13 @@ ALT_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's name 
 ENV = "DCGAN_INCEPTION_WEIGHTS"
 INSTALL = "pip install dcgan[inception]"
 INSTALL_NO_TORCHVISION = "pip install --no-deps torch-fidelity"
+NEED_WEIGHTS = f"RGB images need --inception-weights PATH ({INSTALL})"
 INPUT_SIZE = 299
 FEATURE_DIM = 2048
 NUM_LOGITS = 1008
 
 _LOCK = threading.Lock()
 _MODULE: types.ModuleType | None = None  # torch-fidelity's Inception module, once imported
-
-
-NEED_WEIGHTS = f"RGB images need --inception-weights PATH ({INSTALL})"
 
 
 def _forget_fidelity(before: set[str]) -> None:
