@@ -279,7 +279,7 @@ def test_mnist_shipped_extractor_is_unchanged():
 
 
 def test_training_time_evaluation_uses_the_cached_classifier(trained, shapes, tmp_path):
-    from dcgan.training.run import read_metrics
+    from dcgan.files import read_metrics
 
     run = _train_folder_run(shapes, tmp_path / "run", 4, "train.batch=8", "eval.every_kimg=0.016", "eval.n=32")
     evals = [m for m in read_metrics(run / "metrics.jsonl") if m.get("kind") == "eval"]

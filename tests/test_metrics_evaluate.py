@@ -152,7 +152,7 @@ def test_other_resolutions_are_compared_with_equally_resized_real_digits(tmp_pat
 # ---- runs and checkpoints ------------------------------------------------------------------------
 
 def test_eval_of_a_run_appends_to_its_metrics(tiny_run):
-    from dcgan.training.run import read_metrics
+    from dcgan.files import read_metrics
 
     r = evaluate(tiny_run, n=100, metrics="fid,label_accuracy,classes", device="cpu", log=_quiet)
     p = r["protocol"]
