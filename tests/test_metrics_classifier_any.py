@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import TINY
+from dcgan import cli as eval_cli
 from dcgan.errors import UserError
-from dcgan.metrics import cli as eval_cli
 
 N_PER_CLASS = 64
 SIDE = 32

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import TINY, needs_mnist
+from dcgan import cli as eval_cli
 from dcgan.errors import UserError
-from dcgan.metrics import cli as eval_cli
 from dcgan.metrics.evaluate import evaluate, fid_of_generator, load_samples
 
 pytestmark = needs_mnist

@@ -1,4 +1,4 @@
-"""Inception FID/IS for RGB data (dcgan/metrics/inception.py): the exit-2 messages, and, where
+"""Inception FID/IS for RGB data (dcgan/metrics/inception.py, evaluate.py): the exit-2 messages, and, where
 torch-fidelity is installed, the whole path on a weights file of the right architecture with random
 weights (the real pt_inception-2015-12-05 weights cannot be fetched here: these tests check the
 plumbing and the protocol, not real Inception numbers)."""
@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dcgan.metrics import cli as eval_cli
+from dcgan import cli as eval_cli
 from dcgan.metrics import inception as inc
+from dcgan.metrics.classifier import file_sha256
+from dcgan.metrics.evaluate import evaluate_images
 
 HAS_FIDELITY = importlib.util.find_spec("torch_fidelity") is not None
 needs_fidelity = pytest.mark.skipif(not HAS_FIDELITY, reason="torch-fidelity not installed (pip install dcgan[inception])")
@@ -43,11 +45,34 @@ def rgb_folder(tmp_path_factory) -> tuple[Path, np.ndarray]:
     return root, images
 
 
+def write_random_weights(path: Path, seed: int = 0) -> Path:
+    """A weights file of the right architecture and format with random weights (its features mean nothing)."""
+    import torch
+
+    mod = inc._import_fidelity()[0]
+    cls = mod.FeatureExtractorInceptionV3
+    saved = mod.load_state_dict_from_url
+    mod.load_state_dict_from_url = lambda *a, **k: {}
+    cls.load_state_dict = lambda self, *a, **k: None  # keep torch's random initialisation
+    try:
+        torch.manual_seed(seed)
+        model = cls("inception-v3-compat", ["2048", "logits_unbiased"])
+    finally:
+        mod.load_state_dict_from_url = saved
+        del cls.load_state_dict
+    with torch.no_grad():  # He init keeps the activations' scale through the 90-odd layers
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    torch.save(model.state_dict(), path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
     if not HAS_FIDELITY:
         pytest.skip("torch-fidelity not installed")
-    return inc.write_random_weights(tmp_path_factory.mktemp("w") / inc.EXPECTED_FILE)
+    return write_random_weights(tmp_path_factory.mktemp("w") / inc.EXPECTED_FILE)
 
 
 def _npz(path: Path, images) -> Path:
@@ -123,15 +148,15 @@ def test_fid_of_same_images_is_zero_and_noise_is_far(rgb_folder, weights):
     folder, images = rgb_folder
     cfg = DataConfig(dataset="folder", path=str(folder), resolution=32)
     ex = inc.load_inception(weights)
-    same = inc.evaluate_inception(images, cfg, extractor=ex, metrics="fid,inception_score", log=lambda m: None)
+    same = evaluate_images(images, None, extractor=ex, dataset=cfg, metrics="fid,inception_score", log=lambda m: None)
     noise = np.random.default_rng(3).integers(0, 256, images.shape, dtype=np.uint8)
-    far = inc.evaluate_inception(noise, cfg, extractor=ex, metrics="fid", log=lambda m: None)
+    far = evaluate_images(noise, None, extractor=ex, dataset=cfg, metrics="fid", log=lambda m: None)
     assert abs(same["fid"]) < 1e-3, same["fid"]
     assert far["fid"] > 1.0 and far["fid"] > same["fid"] + 1.0
     assert far["reference_cache"]["hit"]  # the second call reads the cached reference features
     p = same["protocol"]
     assert p["extractor"].startswith("inception-v3-fid (torch-fidelity ")
-    assert p["extractor_sha256"] == inc._sha256(weights) and p["weights_file"] == inc.EXPECTED_FILE
+    assert p["extractor_sha256"] == file_sha256(weights) and p["weights_file"] == inc.EXPECTED_FILE
     assert p["n_fake"] == p["n_real"] == N
     assert p["reference"]["dataset"] == "folder" and p["reference"]["split"] == "train"
     assert "299x299" in p["resize"] and "bilinear" in p["resize"]

@@ -1,42 +1,30 @@
 """The `dcgan eval` command.
 
-    dcgan eval RUN_OR_CHECKPOINT_OR_SAMPLES.npz [--n 10000] [--metrics fid,kid,...] [--reference test|train]
-               [--seed S] [--dataset mnist] [--set data.key=value ...] [--device auto|cpu|cuda] [--raw]
-               [--batch-size B] [--data-dir D] [--extractor auto|classifier|inception] [--classifier PATH]
-               [--inception-weights PATH]
-    dcgan eval train-classifier DATASET [--set data.key=value ...] [--epochs E] [--seed S] [--out PATH]
-                                     [--batch-size B] [--device cpu] [--data-dir D] [--train-images N] [--test-images N]
+    dcgan eval RUN_OR_CHECKPOINT_OR_SAMPLES.npz [--n 10000] [--metrics fid,kid,...] [--reference test|train] ...
+    dcgan eval train-classifier DATASET [--set data.key=value ...] [--epochs E] [--seed S] [--out PATH] ...
 
-`eval` has one positional TARGET and an optional second positional DATASET. When TARGET is the
-word `train-classifier`, DATASET names the data to train the feature extractor on; otherwise
-TARGET is what to evaluate. Options that belong to the other form are refused (exit 2), so a
-mistyped command never silently does something else. (A run folder literally named
-`train-classifier` is reached as ./train-classifier.)
-
-`train-classifier mnist` (no --set) trains the shipped mnist-cnn-v1 extractor (default output:
-the package's weights folder); any other labelled dataset trains small-cnn-v1 into the user's
-cache (<cache>/classifiers/DATASET-KEY.safetensors), where `dcgan eval` finds it for runs on
-that data.
-
-Both print one JSON object on stdout; progress goes to stderr.
+TARGET `train-classifier` trains the feature extractor on DATASET (mnist without --set: the shipped
+mnist-cnn-v1, into the package; else small-cnn-v1, into the cache where `dcgan eval` finds it); any
+other TARGET (./train-classifier for a run folder of that name) is evaluated. Options of the other
+form are refused (exit 2). Both print one JSON object on stdout; progress goes to stderr.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
+from ..config import Config, set_data_items
+from ..data.sources import SOURCES
 from ..errors import UserError
+from ..progress import showing
 
 TRAIN_CLASSIFIER = "train-classifier"
 
 # options of each form, as (attribute, flag): refused in the other form when given
-_EVAL_ONLY = (("n", "--n"), ("metrics", "--metrics"), ("reference", "--reference"), ("raw", "--raw"),
-              ("extractor", "--extractor"), ("classifier", "--classifier"),
-              ("inception_weights", "--inception-weights"))
-_TRAIN_ONLY = (("epochs", "--epochs"), ("out", "--out"), ("train_images", "--train-images"),
-               ("test_images", "--test-images"))
+_EVAL_ONLY = tuple((a, "--" + a.replace("_", "-")) for a in ("n", "metrics", "reference", "raw", "extractor",
+                                                             "classifier", "inception_weights"))
+_TRAIN_ONLY = tuple((a, "--" + a.replace("_", "-")) for a in ("epochs", "out", "train_images", "test_images"))
 
 
 def add_parsers(sub) -> None:
@@ -45,45 +33,41 @@ def add_parsers(sub) -> None:
 
     s = sub.add_parser(
         "eval", help="measure a run, checkpoint or .npz of samples (FID, KID, ...); or train the feature extractor",
-        description="Evaluate generated images against real data with the project's classifier (shipped for MNIST, "
-                    "or trained on your labelled data) or Inception-v3 as feature extractor, and print one JSON "
-                    "object with the metrics and the protocol used. "
-                    f"'dcgan eval {TRAIN_CLASSIFIER} DATASET' trains that classifier instead.",
-        usage="dcgan eval RUN_OR_CHECKPOINT_OR_SAMPLES.npz [options]\n"
-              f"       dcgan eval {TRAIN_CLASSIFIER} DATASET [--set data.key=value ...] [--epochs E] [--seed S] "
-              f"[--out PATH]",
-    )
-    s.add_argument("target", metavar="TARGET",
-                   help=f"a run folder (its newest checkpoint), a .ckpt file, a .npz from 'dcgan sample', "
-                        f"or the word {TRAIN_CLASSIFIER}")
+        description="Evaluate generated images against real data with the project's classifier (shipped for MNIST, or "
+                    "trained on your labelled data) or Inception-v3 as feature extractor, and print one JSON object "
+                    f"with the metrics and the protocol used. 'dcgan eval {TRAIN_CLASSIFIER} DATASET' trains that "
+                    "classifier.",
+        usage=f"dcgan eval RUN_OR_CHECKPOINT_OR_SAMPLES.npz [options]\n       dcgan eval {TRAIN_CLASSIFIER} DATASET "
+              f"[--set data.key=value ...] [--epochs E] [--seed S] [--out PATH]")
+    s.add_argument("target", metavar="TARGET", help="a run folder (its newest checkpoint), a .ckpt file, a .npz from "
+                                                    f"'dcgan sample', or the word {TRAIN_CLASSIFIER}")
     s.add_argument("dataset_arg", metavar="DATASET", nargs="?",
                    help=f"with {TRAIN_CLASSIFIER}: the labelled dataset to train on (mnist, fashion-mnist, cifar10, "
                         f"folder/celeba/lsun with --set data.path=... --set data.labels_from_subfolders=true)")
-    s.add_argument("--seed", type=int, default=None, help="generation noise and KID subsets (eval); "
-                                                          "initialisation and data order (train-classifier); default 0")
-    s.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: auto for eval, "
-                                                  "cpu for train-classifier)")
-    s.add_argument("--dataset", default=None, help="the real data of a .npz (default mnist); a run's comes from "
-                                                   "its checkpoint")
+    s.add_argument("--seed", type=int, default=None, help="generation noise and KID subsets (eval); initialisation "
+                                                          "and data order (train-classifier); default 0")
+    s.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: auto for eval, cpu for "
+                                                  "train-classifier)")
+    s.add_argument("--dataset", default=None, help="the real data of a .npz (default mnist); a run's comes from its "
+                                                   "checkpoint")
     s.add_argument("--data-dir", default=None, help="data root (default $DCGAN_DATA, else ~/.cache/dcgan)")
     s.add_argument("--set", action="append", default=None, metavar="data.KEY=VALUE",
                    help="data settings (repeatable): of the data to train the classifier on, or of an .npz's real "
                         "data, e.g. --set data.path=/images --set data.labels_from_subfolders=true")
-    s.add_argument("--batch-size", type=int, default=None,
-                   help="images per generator/extractor batch (eval, default 500); training batch "
-                        "(train-classifier, default 128)")
+    s.add_argument("--batch-size", type=int, default=None, help="images per generator/extractor batch (eval, default "
+                                                                "500); training batch (train-classifier, default 128)")
     e = s.add_argument_group("evaluation")
     e.add_argument("--n", type=int, default=None, help="images to generate / first images of a .npz (default 10000)")
     e.add_argument("--metrics", default=None,
                    help=f"comma-separated subset of [{','.join(METRICS)}] or all (default: all that apply)")
     e.add_argument("--reference", choices=["test", "train"], default=None,
-                   help="real split to compare with (default test; Inception on a dataset without one: train): all of it, or a fixed random "
-                        "subset of n images when n is smaller")
+                   help="real split to compare with (default test; a dataset without one: train): all of it, or a "
+                        "fixed random subset of n images when n is smaller")
     e.add_argument("--raw", action="store_true", default=None, help="use the raw generator instead of its EMA")
     e.add_argument("--extractor", choices=["auto", "classifier", "inception"], default=None,
-                   help="feature extractor (default auto: the project's classifier for grey images and for RGB data "
-                        f"a classifier was trained on with '{TRAIN_CLASSIFIER}', else Inception-v3); "
-                        "Inception metrics: fid, kid, inception_score")
+                   help="feature extractor (default auto: the project's classifier for grey images and for RGB data a "
+                        f"classifier was trained on with '{TRAIN_CLASSIFIER}', else Inception-v3); Inception metrics: "
+                        "fid, kid, inception_score")
     e.add_argument("--classifier", default=None, metavar="PATH",
                    help=f"weights (.safetensors, record beside it) written by '{TRAIN_CLASSIFIER}'; for an .npz its "
                         "record also names the real data")
@@ -92,9 +76,9 @@ def add_parsers(sub) -> None:
                         "$DCGAN_INCEPTION_WEIGHTS); needs pip install dcgan[inception]")
     t = s.add_argument_group(TRAIN_CLASSIFIER)
     t.add_argument("--epochs", type=int, default=None, help="training epochs (default 3)")
-    t.add_argument("--out", default=None, help="weights file .safetensors (default: mnist: the package's "
-                                               "dcgan/metrics/weights/mnist-classifier.safetensors; other data: "
-                                               "<cache>/classifiers/DATASET-KEY.safetensors, where eval finds it)")
+    t.add_argument("--out", default=None, help="weights file .safetensors (default: mnist: the package's dcgan/metrics/"
+                                               "weights/mnist-classifier.safetensors; other data: <cache>/classifiers/"
+                                               "DATASET-KEY.safetensors, where eval finds it)")
     t.add_argument("--train-images", type=int, default=None,
                    help="train on the first N images only (quick checks; shipped weights use the whole split)")
     t.add_argument("--test-images", type=int, default=None,
@@ -110,15 +94,11 @@ def _refuse(args, options, form: str) -> None:
 
 def _data_config(dataset: str, sets: list[str] | None):
     """DataConfig of `dataset` with --set data.* overrides, validated."""
-    from ..config import Config, set_data_items
-
     cfg = Config()
     cfg.set("data.dataset", dataset, "DATASET")
     set_data_items(cfg, sets, "dcgan eval", fixed=("data.dataset", "data.split"),
                    example="data.path=..., data.labels_from_subfolders=true")
     cfg.validate()
-    from ..data.sources import SOURCES
-
     SOURCES.get(dataset)  # an unknown dataset: UserError naming the known ones
     return cfg.data
 
@@ -138,8 +118,6 @@ def cmd_eval(args) -> int:
             raise UserError("--set data.* describes an .npz's real data and needs --dataset (e.g. --dataset folder "
                             "--set data.path=/images); a run's data comes from its checkpoint")
         data = _data_config(args.dataset, args.set)
-    from ..progress import showing
-
     with showing():  # bars for generation and feature extraction on a terminal
         result = evaluate(args.target, n=10000 if args.n is None else args.n, metrics=args.metrics,
                           reference=args.reference, seed=args.seed or 0, dataset=args.dataset,
@@ -163,42 +141,16 @@ def _cmd_train_classifier(args) -> int:
     epochs = DEFAULT_EPOCHS if args.epochs is None else args.epochs
     seed = args.seed or 0
     batch = DEFAULT_BATCH if args.batch_size is None else args.batch_size
-    extra = (f" --batch-size {batch}" if args.batch_size is not None else "") \
-        + (f" --out {args.out}" if args.out else "") \
-        + "".join(f" --{name.replace('_', '-')} {getattr(args, name)}" for name in ("train_images", "test_images")
-                  if getattr(args, name) is not None)
-    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    extra = "".join(f" --{name.replace('_', '-')} {getattr(args, name)}"
+                    for name in ("batch_size", "out", "train_images", "test_images") if getattr(args, name))
+    data = _data_config(dataset, args.set)
+    options = dict(epochs=epochs, seed=seed, out=args.out, batch=batch, device=args.device or "cpu",
+                   data_dir=args.data_dir, command=train_command(data) + f" --epochs {epochs} --seed {seed}" + extra,
+                   train_images=args.train_images, test_images=args.test_images,
+                   log=lambda m: print(m, file=sys.stderr))
     if dataset == "mnist" and not args.set:  # the shipped extractor (mnist-cnn-v1), as it was trained
-        command = f"{form} {dataset} --epochs {epochs} --seed {seed}" + extra
-        record = train_classifier(dataset, epochs=epochs, seed=seed, out=args.out, batch=batch,
-                                  device=args.device or "cpu", data_dir=args.data_dir, command=command,
-                                  train_images=args.train_images, test_images=args.test_images, log=log)
+        record = train_classifier(dataset, **options)
     else:
-        data = _data_config(dataset, args.set)
-        command = train_command(data) + f" --epochs {epochs} --seed {seed}" + extra
-        record = train_any_classifier(data, epochs=epochs, seed=seed, out=args.out, batch=batch,
-                                      device=args.device or "cpu", data_dir=args.data_dir, command=command,
-                                      train_images=args.train_images, test_images=args.test_images, log=log)
+        record = train_any_classifier(data, **options)
     print(json.dumps(record))
     return 0
-
-
-def build_standalone_parser() -> argparse.ArgumentParser:
-    """A parser with only `eval`, for tests and for `python -m dcgan.metrics.cli`."""
-    p = argparse.ArgumentParser(prog="dcgan")
-    add_parsers(p.add_subparsers(dest="command", required=True))
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run `eval` alone, with the exit codes of dcgan.cli.main (0 ok, 2 bad input)."""
-    args = build_standalone_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except UserError as e:
-        print(f"dcgan: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

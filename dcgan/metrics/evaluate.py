@@ -4,79 +4,104 @@
     evaluate("samples.npz", n=5000)    # images (+ labels) written by 'dcgan sample --out FILE.npz'
     fid_of_generator(G, 2000)          # a cheap FID of a generator in memory (training-time evaluation)
 
-Protocol (every result carries it under "protocol"):
-
-* Features and class probabilities come from the project's own classifier (`classifier.py`):
-  the shipped MNIST one, or one trained with 'dcgan eval train-classifier' on the run's labelled
-  data (found in the cache, or given as `classifier`), identified by the SHA-256 of its weights;
-  the protocol names its architecture, training data and test accuracy.
-* Fake images: from a run or checkpoint, `n` images of the EMA generator (raw when the checkpoint
-  has no EMA or `ema=False`), noise from `seed`, labels cycling 0..K-1 for conditional models;
-  from an .npz, its first `n` images (all of them when it holds fewer).
-* Real reference: n_real = min(n_fake, split size) images of the reference split (`test`, 10,000
-  images, by default; or `train`, 60,000), so both sets have the same size (k-NN precision/recall
-  and the FID bias depend on it): the whole split when n_real equals its size, else a fixed random
-  subset (seed 0, whatever the evaluation seed; see `reference_index`). Real images are
-  brought to the fake images' resolution with the data cache's resize and then go through the
-  same resize to 28x28 as the fakes, so a generator trained at 64x64 is compared with real
-  digits that went 28→64→28 too.
-* Reference features are cached under <cache>/eval-reference/, keyed by the split's content hash,
-  the split, n_real, the resolution and the extractor's SHA-256.
+One pipeline for every extractor (features.py): the fakes' features and the real reference's (cached)
+feed the metrics of the extractor's kind (`SUITES`); the result states its protocol (docs/METRICS.md).
+The reference: as many images of the test split (else train) as there are fakes (k-NN precision/recall
+and the FID bias depend on it), resized to the fakes' resolution first so both then take the same
+resize to the extractor's input (28→64→28 for a 64x64 generator).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
+import io
 import json
 import os
 import sys
-import tempfile
 import time
 import zipfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
+from ..checkpoint import load_generator
+from ..config import Config, DataConfig
+from ..data.prepare import cache_root, prepare, resize
+from ..data.sources import SOURCES
+from ..device import pick_device
 from ..errors import UserError
+from ..files import MetricsLog, atomic_write
+from ..sampling import generate, parse_labels
 from . import stats
-from .features import Extractor, load_extractor
+from .classifier import ARCH, train_command
+from .features import Extractor, as_uint8_images, find_classifier, load_classifier, load_extractor
+from .inception import NEED_WEIGHTS, inception_score, load_inception
 
-METRICS = ("fid", "kid", "precision_recall", "label_accuracy", "classes")
+METRICS = ("fid", "kid", "precision_recall", "label_accuracy", "classes")  # on the project's classifier
+INCEPTION_METRICS = ("fid", "kid", "inception_score")
 REFERENCES = ("test", "train")
 PR_K = 3
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
 IS_SPLITS = 10
-REFERENCE_CACHE_VERSION = 2
 REFERENCE_SUBSET_SEED = 0
-
-# fewest fake (and real) samples each metric can be computed from
-_MIN_SAMPLES = {"fid": 2, "kid": 2, "precision_recall": PR_K + 1, "label_accuracy": 1, "classes": 1}
+_MIN_SAMPLES = {"fid": 2, "kid": 2, "precision_recall": PR_K + 1}  # of fakes and of real images; others: 1 fake
 
 Log = Callable[[str], None]
+_stderr = functools.partial(print, file=sys.stderr)
 
 
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr)
+@dataclass(frozen=True)
+class Suite:
+    """The metrics one kind of extractor serves, and how errors about them read."""
+
+    names: tuple[str, ...]
+    default: tuple[str, ...] | None  # None: all that apply (label_accuracy only for images with labels)
+    needs_reference: tuple[str, ...]  # metrics that need the real reference's features
+    empty: str  # messages: --metrics names nothing / names {bad} / too few fakes / too few real images
+    unknown: str
+    too_few: str
+    too_few_real: str
+
+
+SUITES = {
+    "classifier": Suite(
+        METRICS, None, METRICS,  # its protocol always states the reference and its accuracy there
+        "--metrics is empty; choose from [{names}] (comma-separated) or all",
+        "unknown metric {bad!r}; choose from [{names}] (comma-separated) or all",
+        "{m} needs at least {need} samples, got {n}; raise --n or give more samples (or leave {m} out of --metrics)",
+        "{m} needs at least {need} reference images, the reference has {n}"),
+    "inception": Suite(
+        INCEPTION_METRICS, ("fid", "inception_score"), ("fid", "kid"),
+        "--metrics is empty; with Inception choose from [{names}] or all",
+        "metric {bad!r} is not measured with Inception; choose from [{names}] (comma-separated) or all",
+        "FID/KID need at least {need} samples, got {n}; raise --n",
+        "FID/KID need at least {need} reference images, the reference has {n}"),
+}
 
 
 # ---- inputs --------------------------------------------------------------------------------------
 
-def parse_metrics(spec: str | Sequence[str] | None) -> list[str] | None:
-    """'fid,kid' or ['fid', 'kid'] → checked list; None or 'all' → None (all that apply)."""
+def parse_metrics(spec: str | Sequence[str] | None, kind: str = "classifier") -> list[str] | None:
+    """'fid,kid' or ['fid', 'kid'] → the checked list of metrics of an extractor `kind`; None or
+    'all' → its default (None for the classifier: all that apply) or all of them."""
+    suite = SUITES[kind]
     if spec is None:
-        return None
+        return None if suite.default is None else list(suite.default)
     names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec)]
     names = [s for s in names if s]
     if names == ["all"]:
-        return None
+        return None if suite.default is None else list(suite.names)
     if not names:
-        raise UserError(f"--metrics is empty; choose from [{', '.join(METRICS)}] (comma-separated) or all")
-    bad = [s for s in names if s not in METRICS]
+        raise UserError(suite.empty.format(names=", ".join(suite.names)))
+    bad = [s for s in names if s not in suite.names]
     if bad:
-        raise UserError(f"unknown metric {bad[0]!r}; choose from [{', '.join(METRICS)}] (comma-separated) or all")
+        raise UserError(suite.unknown.format(bad=bad[0], names=", ".join(suite.names)))
     return list(dict.fromkeys(names))
 
 
@@ -89,8 +114,8 @@ def load_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        raise UserError(f"{path} is not a readable .npz file ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                        f"write samples with 'dcgan sample RUN --out FILE.npz'") from None
+        raise UserError(f"{path} is not a readable .npz file ({str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                        f"); write samples with 'dcgan sample RUN --out FILE.npz'") from None
     expected = "a samples .npz holds 'images' (uint8 N x C x H x W) and optionally 'labels' (int64 N)"
     if "images" not in arrays:
         raise UserError(f"{path} has no 'images' array (it holds [{', '.join(arrays) or 'nothing'}]); {expected}")
@@ -112,215 +137,184 @@ def load_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     return images, labels
 
 
-def _check_counts(metrics: list[str], n_fake: int, n_real: int) -> None:
-    for m in metrics:
-        need = _MIN_SAMPLES[m]
-        if n_fake < need:
-            raise UserError(f"{m} needs at least {need} samples, got {n_fake}; raise --n or give more samples "
-                            f"(or leave {m} out of --metrics)")
-        if m in ("fid", "kid", "precision_recall") and n_real < need:
-            raise UserError(f"{m} needs at least {need} reference images, the reference has {n_real}")
+def _check_counts(suite: Suite, wanted: list[str], n: int, real: bool = False) -> None:
+    """UserError when `n` fake images (`real`: reference images) are too few for a metric."""
+    for m in wanted:
+        need = _MIN_SAMPLES.get(m, 1)
+        if n < need and (not real or m in _MIN_SAMPLES):
+            raise UserError((suite.too_few_real if real else suite.too_few).format(m=m, need=need, n=n))
+
+
+def reference_split(data: DataConfig, reference: str | None) -> str:
+    """--reference (test or train, one the dataset has), else test where there is one, else train."""
+    splits = SOURCES.get(data.dataset).splits
+    if reference is None:
+        return "test" if "test" in splits else "train"
+    if reference not in REFERENCES:
+        raise UserError(f"--reference must be one of [{', '.join(REFERENCES)}], got {reference!r}")
+    if reference not in splits:
+        raise UserError(f"--reference {reference}: dataset {data.dataset} has only [{', '.join(splits)}]")
+    return reference
 
 
 # ---- the real reference --------------------------------------------------------------------------
 
 def reference_index(size: int, n: int) -> np.ndarray:
-    """Which images of a split of `size` form a reference of `n`: all of them in order when n >= size,
-    else a fixed random subset (seed REFERENCE_SUBSET_SEED, independent of the evaluation seed), in
-    increasing order. Not the first n: MNIST's test split puts its 5,000 cleaner digits first (the
-    FID between its two halves is ~55 with the shipped extractor), so a prefix is not representative."""
+    """Which images of a split of `size` form a reference of `n`: all of them when n >= size, else a
+    fixed random subset (seed REFERENCE_SUBSET_SEED, whatever the evaluation seed), in order. Not the
+    first n: MNIST's test split puts its 5,000 cleaner digits first (FID ~55 between its halves)."""
     if n >= size:
         return np.arange(size)
     return np.sort(np.random.default_rng(REFERENCE_SUBSET_SEED).permutation(size)[:n])
 
 
-def reference_subset(size: int, n: int) -> tuple[int, np.ndarray, str]:
-    """(n, index, selection): the reference of up to `n` of a split's `size` images (reference_index)
-    and how the protocol names it."""
-    n = min(int(n), size)
-    selection = f"all {n}" if n == size else f"random {n} of {size} (seed {REFERENCE_SUBSET_SEED})"
-    return n, reference_index(size, n), selection
-
-
-def read_reference_cache(path: Path, keys: Sequence[str], n: int) -> dict[str, np.ndarray] | None:
-    """The arrays `keys` of a cached reference at `path` holding `n` rows; None when it is missing,
-    damaged or of another size (the caller rebuilds it)."""
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            cached = {k: z[k] for k in keys}
-    except (ValueError, OSError, KeyError, zipfile.BadZipFile, EOFError):
-        return None
-    return cached if len(cached[keys[0]]) == n else None
-
-
-def write_reference_cache(path: Path, **arrays: np.ndarray) -> None:
-    """Write a reference's arrays to `path` through a temporary file, so a reader never sees half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _data_config(dataset):
-    """A DataConfig from a dataset name (its defaults) or a DataConfig (as it is)."""
-    from ..config import DataConfig
-
-    return DataConfig(dataset=dataset) if isinstance(dataset, str) else dataset
-
-
-def reference_features(extractor: Extractor, dataset, split: str, n: int, resolution: int, *,
+def reference_features(ex: Extractor, data: DataConfig, split: str, n: int, resolution: int, *,
                        data_dir: str | None = None, log: Log = _stderr) -> dict[str, Any]:
-    """Features, probabilities and labels of `n` images of a real split (see `reference_index`), as
-    an evaluation at `resolution` sees them; cached. `dataset`: a name (its default DataConfig) or
-    a DataConfig (image folders: data.path, ...). Returns {features, probs, labels, class_names, n,
-    selection, content_hash, cache, hit, resize}."""
-    from dataclasses import replace
-
-    from ..data.prepare import cache_root, prepare, resize
-
-    if split not in REFERENCES:
-        raise UserError(f"--reference must be one of [{', '.join(REFERENCES)}], got {split!r}")
-    data = _data_config(dataset)
-    dataset = data.dataset
+    """Features (N, D), outputs (N, K), labels (N,) of `n` images of a real split (`reference_index`) seen
+    through `ex` as at `resolution`, cached in <cache>/eval-reference/ (`cache`: the file; `hit`)."""
     ds = prepare(replace(data, split=split), data_dir, log=log)
     if ds.kind != "images":
-        raise UserError(f"dataset {dataset} holds points, not images; the classifier metrics need images")
-    n, index, selection = reference_subset(len(ds), n)
-    native = ds.shape[1]
-    chain = [native] + ([resolution] if resolution != native else []) + \
-            ([extractor.input_size] if resolution != extractor.input_size else [])
-    resize_note = "none" if len(chain) == 1 else "->".join(f"{s}x{s}" for s in chain)
-    key_src = json.dumps({"v": REFERENCE_CACHE_VERSION, "dataset": dataset, "split": split, "selection": selection,
-                          "content_hash": ds.meta["content_hash"], "n": n, "resolution": resolution,
-                          "extractor_sha256": extractor.sha256, "input_size": extractor.input_size},
-                         sort_keys=True)
-    key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
-    path = cache_root() / "eval-reference" / f"{dataset}-{split}-n{n}-r{resolution}-{key}.npz"
-    out = {"n": n, "content_hash": ds.meta["content_hash"], "cache": str(path), "resize": resize_note,
-           "selection": selection, "class_names": list(ds.meta["class_names"])}
-    cached = read_reference_cache(path, ("features", "probs", "labels"), n)
-    if cached is not None:
-        log(f"reference {dataset}/{split} ({selection}): cached features {path.name}")
-        return {**out, **cached, "hit": True}
-    log(f"reference {dataset}/{split} ({selection}): computing features")
+        what = "the classifier metrics" if ex.kind == "classifier" else "Inception metrics"
+        raise UserError(f"dataset {data.dataset} holds points, not images; {what} need images")
+    size, n = len(ds), min(int(n), len(ds))
+    selection = f"all {n}" if n == size else f"random {n} of {size} (seed {REFERENCE_SUBSET_SEED})"
+    index = reference_index(size, n)
+    key = json.dumps({"dataset": data.dataset, "split": split, "selection": selection, "n": n, "resolution": resolution,
+                      "content_hash": ds.meta["content_hash"], **ex.cache_key(ds.shape)}, sort_keys=True)
+    prefix = "inception-" if ex.kind == "inception" else ""
+    path = cache_root() / "eval-reference" / \
+        f"{prefix}{data.dataset}-{split}-n{n}-r{resolution}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+    out = {"n": n, "content_hash": ds.meta["content_hash"], "cache": str(path), "selection": selection,
+           "resize": ex.reference_resize(ds.shape[1], resolution), "class_names": list(ds.meta["class_names"]),
+           "labels": np.asarray(ds.labels[index], dtype=np.int64)}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            feats, outputs = z["features"], z[ex.output_name]
+        if len(feats) == n:
+            log(f"reference {data.dataset}/{split} ({selection}): cached {ex.noun} {path.name}")
+            return {**out, "features": feats.astype(np.float64), "outputs": outputs.astype(np.float64), "hit": True}
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile, EOFError):
+        pass  # missing or damaged: computed again and rewritten
+    log(f"reference {data.dataset}/{split} ({selection}): computing {ex.noun}")
     images = np.asarray(ds.images[index])
-    if resolution != native:
+    if resolution != ds.shape[1]:
         images = resize(images, resolution)
-    feats, probs = extractor.extract(images)
-    labels = np.asarray(ds.labels[index], dtype=np.int64)
-    write_reference_cache(path, features=feats, probs=probs, labels=labels)
-    return {**out, "features": feats, "probs": probs, "labels": labels, "hit": False}
+    feats, outputs = (a.astype(ex.cache_dtype) for a in ex.extract(images))
+    buf = io.BytesIO()
+    np.savez(buf, features=feats, **{ex.output_name: outputs})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, buf.getvalue())  # a reader never sees half of it
+    # what a cache hit returns (Inception: a float32 round trip), so a first and a cached run agree exactly
+    return {**out, "features": feats.astype(np.float64), "outputs": outputs.astype(np.float64), "hit": False}
 
 
 # ---- the metrics ---------------------------------------------------------------------------------
 
 def evaluate_images(images, labels: np.ndarray | None, *, extractor: Extractor, dataset="mnist",
-                    metrics: str | Sequence[str] | None = None, reference: str = "test", seed: int = 0,
-                    data_dir: str | None = None, batch_size: int = 500,
-                    log: Log = _stderr) -> dict[str, Any]:
-    """Metrics of uint8 images (N, C, H, W) against the real reference. `labels` are the classes
-    the images were asked to show (conditional models), or None. `dataset`: the real data, a
-    name or a DataConfig."""
+                    metrics: str | Sequence[str] | None = None, reference: str | None = None, seed: int = 0,
+                    data_dir: str | None = None, batch_size: int = 500, log: Log = _stderr) -> dict[str, Any]:
+    """Metrics of uint8 images (N, C, H, W) against the real data `dataset` (a name or a DataConfig) through
+    `extractor`; `labels` (N,): the classes the images were asked to show (conditional models), or None."""
     t0 = time.perf_counter()
-    if isinstance(images, torch.Tensor):
-        images = images.numpy()
-    images = np.asarray(images)
-    if images.dtype != np.uint8:
-        raise UserError(f"images must be uint8, got {images.dtype}")
-    extractor.check(images.shape)
-    wanted = parse_metrics(metrics)
-    conditional = labels is not None
+    ex = extractor
+    images = as_uint8_images(images)
+    ex.check(images.shape)
+    suite = SUITES[ex.kind]
+    wanted = parse_metrics(metrics, ex.kind)
+    conditional = labels is not None and "label_accuracy" in suite.names
     if wanted is None:
-        wanted = [m for m in METRICS if m != "label_accuracy" or conditional]
+        wanted = [m for m in suite.names if m != "label_accuracy" or conditional]
     if "label_accuracy" in wanted and not conditional:
         raise UserError("label_accuracy needs the labels the images were generated for: the model is unconditional "
                         "or the .npz has no 'labels' array; leave label_accuracy out of --metrics")
-    if reference not in REFERENCES:
-        raise UserError(f"--reference must be one of [{', '.join(REFERENCES)}], got {reference!r}")
-    K = extractor.num_classes
+    data = DataConfig(dataset=dataset) if isinstance(dataset, str) else dataset
+    if ex.kind == "classifier" and ex.arch == ARCH:  # the shipped classifier: against its dataset as it ships
+        data = DataConfig(dataset=data.dataset)
+    split = reference_split(data, reference)
     if conditional:
+        K = ex.num_classes
         labels = np.asarray(labels, dtype=np.int64)
         if labels.shape != (len(images),):
             raise UserError(f"labels have shape {labels.shape}, expected ({len(images)},)")
         if len(labels) and (labels.min() < 0 or labels.max() >= K):
-            raise UserError(f"labels must lie in 0..{K - 1} (the classes of {extractor.name}), "
+            raise UserError(f"labels must lie in 0..{K - 1} (the classes of {ex.name}), "
                             f"got range {labels.min()}..{labels.max()}")
     n_fake = len(images)
     if n_fake < 1:
         raise UserError("there are no images to evaluate")
-    _check_counts(wanted, n_fake, n_fake)  # the reference is cut to n_fake too; checked again below
-
-    resolution = images.shape[2]
-    ref = reference_features(extractor, dataset, reference, n_fake, resolution, data_dir=data_dir, log=log)
-    _check_counts(wanted, n_fake, ref["n"])
-    log(f"extracting features of {n_fake} images")
-    fake_f, fake_p = extractor.extract(images, batch_size)
-    real_f, real_p = ref["features"], ref["probs"]
+    _check_counts(suite, wanted, n_fake)
+    ref = None
+    if set(wanted) & set(suite.needs_reference):  # the reference is cut to n_fake images
+        ref = reference_features(ex, data, split, n_fake, images.shape[2], data_dir=data_dir, log=log)
+        _check_counts(suite, wanted, ref["n"], real=True)
+    log(f"extracting {ex.noun} of {n_fake} images")
+    fake_f, fake_o = ex.extract(images, batch_size)
 
     result: dict[str, Any] = {}
     for m in wanted:
         log(f"computing {m}")
         if m == "fid":
-            result["fid"] = stats.fid(fake_f, real_f)
+            try:
+                result["fid"] = stats.fid(fake_f, ref["features"])
+            except ValueError as e:  # n <= D: rank-deficient covariances, a 0 up to rounding can come out negative
+                if "came out negative" not in str(e) or min(n_fake, ref["n"]) > ex.feature_dim:
+                    raise
+                result["fid"] = 0.0
         elif m == "kid":
-            mean, std = stats.kid(fake_f, real_f, subsets=KID_SUBSETS, subset_size=KID_SUBSET_SIZE, seed=seed)
+            mean, std = stats.kid(fake_f, ref["features"], subsets=KID_SUBSETS, subset_size=KID_SUBSET_SIZE, seed=seed)
             result["kid"] = {"mean": mean, "std": std, "subsets": KID_SUBSETS,
                              "subset_size": min(KID_SUBSET_SIZE, n_fake, ref["n"])}
         elif m == "precision_recall":
-            p, r = stats.precision_recall(real_f, fake_f, k=PR_K)
+            p, r = stats.precision_recall(ref["features"], fake_f, k=PR_K)
             result["precision_recall"] = {"precision": p, "recall": r, "k": PR_K}
         elif m == "label_accuracy":
-            result["label_accuracy"] = stats.label_accuracy(fake_p, labels, K)
+            result["label_accuracy"] = stats.label_accuracy(fake_o, labels, ex.num_classes)
         elif m == "classes":
-            splits = min(IS_SPLITS, n_fake)
-            c = stats.class_stats(fake_p, K, splits=splits)
-            r = stats.class_stats(real_p, K, splits=min(IS_SPLITS, ref["n"]))
+            c = stats.class_stats(fake_o, ex.num_classes, splits=min(IS_SPLITS, n_fake))
+            r = stats.class_stats(ref["outputs"], ex.num_classes, splits=min(IS_SPLITS, ref["n"]))
             c["reference"] = {k: r[k] for k in ("histogram", "classes_covered", "kl_from_uniform",
                                                 "inception_score", "inception_score_std")}
             result["classes"] = c
-    # the classifier's accuracy on the reference: only where the reference's labels are the classifier's classes
-    same_classes = ref["class_names"] == extractor.record.get("class_names", ref["class_names"]) \
-        and len(ref["class_names"]) == K
-    ref_acc = float((real_p.argmax(1) == ref["labels"]).mean()) if ref["n"] and same_classes else None
-    result["protocol"] = {
-        **extractor.protocol(images.shape),
-        "metrics": wanted,
-        "n_fake": n_fake,
-        "n_real": ref["n"],
-        "reference": {"dataset": _data_config(dataset).dataset,
-                      **({"path": _data_config(dataset).path} if _data_config(dataset).path else {}),
-                      "split": reference, "images": ref["selection"],
-                      "content_hash": ref["content_hash"], "resize": ref["resize"],
-                      "classifier_accuracy": ref_acc},
-        "fake_resolution": [int(s) for s in images.shape[1:]],
-        "seed": seed,
-        "kid": {"subsets": KID_SUBSETS, "subset_size": KID_SUBSET_SIZE, "kernel": "(x.y/d + 1)^3"},
-        "precision_recall_k": PR_K,
-        "inception_score_splits": min(IS_SPLITS, n_fake),
-    }
-    result["reference_cache"] = {"path": ref["cache"], "hit": ref["hit"]}
+        elif m == "inception_score":
+            mean, std = inception_score(fake_o, min(IS_SPLITS, n_fake))
+            result["inception_score"] = {"mean": mean, "std": std, "splits": min(IS_SPLITS, n_fake)}
+    result["protocol"] = _protocol(ex, wanted, images.shape, ref, data, split, seed)
+    if ref:
+        result["reference_cache"] = {"path": ref["cache"], "hit": ref["hit"]}
     result["elapsed_s"] = time.perf_counter() - t0
     return result
 
 
-def default_reference(data) -> str:
-    """The reference split when --reference is not given: test where the dataset has one, else train."""
-    from ..data.sources import SOURCES
+def _protocol(ex: Extractor, wanted: list[str], shape: tuple[int, ...], ref: dict[str, Any] | None,
+              data: DataConfig, split: str, seed: int) -> dict[str, Any]:
+    """How a result was measured (`evaluate` adds where the images came from)."""
+    n_fake, classifier = shape[0], ex.kind == "classifier"
+    reference = None
+    if ref:
+        reference = {"dataset": data.dataset, **({"path": data.path} if classifier and data.path else {}),
+                     "split": split, "images": ref["selection"], "content_hash": ref["content_hash"],
+                     "resize": ref["resize"]}
+        if classifier:  # its accuracy on the reference, where the reference's labels are its classes
+            names = ref["class_names"]
+            same = names == ex.record.get("class_names", names) and len(names) == ex.num_classes
+            reference["classifier_accuracy"] = \
+                float((ref["outputs"].argmax(1) == ref["labels"]).mean()) if ref["n"] and same else None
+    p = {**ex.protocol(shape), "metrics": wanted, "n_fake": n_fake, "n_real": ref["n"] if ref else 0,
+         "reference": reference, "fake_resolution": [int(s) for s in shape[1:]], "seed": seed}
+    if classifier:
+        p["kid"] = {"subsets": KID_SUBSETS, "subset_size": KID_SUBSET_SIZE, "kernel": "(x.y/d + 1)^3"}
+        p["precision_recall_k"] = PR_K
+    p["inception_score_splits"] = min(IS_SPLITS, n_fake)
+    if not classifier and n_fake <= ex.feature_dim:
+        p["note"] = (f"n_fake {n_fake} <= {ex.feature_dim} feature dimensions: rank-deficient covariances, FID "
+                     f"biased high; the usual protocol takes 10,000 or 50,000 images")
+    return p
 
-    return "test" if "test" in SOURCES.get(_data_config(data).dataset).splits else "train"
 
+# ---- runs, checkpoints and sample files ----------------------------------------------------------
 
-def _record_data(record: dict[str, Any]):
+def _record_data(record: dict[str, Any]) -> DataConfig:
     """The DataConfig a classifier was trained on (from its record; mnist-cnn-v1: the dataset's defaults)."""
-    from ..config import Config, DataConfig
-
     if not isinstance(record.get("data"), dict):
         return DataConfig(dataset=record.get("dataset", "mnist"))
     cfg = Config()
@@ -330,21 +324,8 @@ def _record_data(record: dict[str, Any]):
     return cfg.data
 
 
-def _reference_data(extractor: Extractor, data):
-    """The real data an extractor's metrics are measured against: for the shipped mnist-cnn-v1,
-    the dataset's default split as always; for a classifier trained on other data, `data` itself
-    (a run's own data section: path, crop, resolution, classes)."""
-    from ..config import DataConfig
-    from .classifier import ARCH
-
-    return DataConfig(dataset=data.dataset) if extractor.arch == ARCH else data
-
-
-def _use_inception(extractor: str | None, channels: int, data, classifier) -> bool:
-    """Whether images go through Inception: asked for; or RGB under auto when no classifier was
-    given and none has been trained for `data` (a DataConfig, or None when unknown)."""
-    from .features import find_classifier
-
+def _use_inception(extractor: str | None, channels: int, data: DataConfig | None, classifier) -> bool:
+    """Inception when asked for, or under auto for RGB images of data (None: unknown) no classifier fits."""
     if extractor == "inception":
         return True
     if classifier is not None or extractor == "classifier" or channels != 3:
@@ -352,48 +333,24 @@ def _use_inception(extractor: str | None, channels: int, data, classifier) -> bo
     return data is None or find_classifier(data) is None
 
 
-def _load_inception_or_say(inception_weights, dev, extractor: str | None, data):
-    """load_inception; under auto, a failure also names the classifier route."""
-    from . import inception as inc
-    from .classifier import train_command
-
-    try:
-        return inc.load_inception(inception_weights, dev)
-    except UserError as e:
-        if extractor == "inception" or data is None:
-            raise
-        raise UserError(f"{e}; or measure with the project's classifier trained on this data: "
-                        f"'{train_command(data)}', then evaluate again (or give --classifier PATH)") from None
+def _fakes(G: torch.nn.Module, n: int, seed: int, batch_size: int) -> tuple[torch.Tensor, np.ndarray | None]:
+    """`n` uint8 images (N, C, H, W) of G from noise `seed`, labels (N,) cycling 0..K-1 if G is conditional."""
+    labels_t = parse_labels("all", n, G.num_classes)
+    images = generate(G, n, labels_t, seed=seed, batch_size=batch_size)
+    return images, labels_t.numpy().astype(np.int64) if labels_t is not None else None
 
 
 def evaluate(source: str | Path, n: int = 10000, metrics: str | Sequence[str] | None = None,
              reference: str | None = None, seed: int = 0, *, dataset: str | None = None, device: str = "auto",
              ema: bool = True, batch_size: int = 500, data_dir: str | None = None, record: bool = True,
-             log: Log | None = None, extractor: str | None = None,
-             inception_weights: str | os.PathLike | None = None, classifier: str | os.PathLike | None = None,
-             data=None) -> dict[str, Any]:
-    """Evaluate a run folder, a checkpoint file or a .npz of samples (see the module docstring).
-
-    For a run folder (and `record`), the result is appended to the run's metrics.jsonl as one
-    line with "kind": "eval". Bad input raises UserError.
-
-    `extractor`: None / "auto", "classifier" or "inception". Auto: grey images → the project's
-    classifier (shipped for MNIST; for other data the one 'dcgan eval train-classifier' wrote to
-    the cache for it); RGB images → that cached classifier when there is one, else Inception.
-    Inception (dcgan/metrics/inception.py) needs the extra dcgan[inception] and the FID Inception
-    weights (`inception_weights` or $DCGAN_INCEPTION_WEIGHTS). The reference split defaults to
-    test where the dataset has one, else train.
-
-    `classifier`: a weights file written by 'dcgan eval train-classifier' (its JSON record beside
-    it); implies the classifier. For an .npz its record also names the real data unless `dataset`
-    / `data` do. `data`: the DataConfig of an .npz's real data (image folders: data.path, ...).
-    """
-    from ..checkpoint import load_generator
-    from ..config import DataConfig
-    from ..sampling import generate, parse_labels
-    from ..device import pick_device
-    from .features import load_classifier
-
+             log: Log | None = None, extractor: str | None = None, inception_weights: str | os.PathLike | None = None,
+             classifier: str | os.PathLike | None = None, data: DataConfig | None = None) -> dict[str, Any]:
+    """Evaluate a run folder (its result also appended to its metrics.jsonl, "kind": "eval", if `record`),
+    a checkpoint file or a .npz of samples: `n` images of the EMA (`ema`) generator from noise `seed`, or
+    the file's first `n`. `extractor`: auto (None), "classifier" or "inception"; auto takes the project's
+    classifier for grey images, and for RGB the one trained on the data if any, else Inception
+    (`inception_weights` or $DCGAN_INCEPTION_WEIGHTS). `classifier`: weights from 'dcgan eval
+    train-classifier', whose record names an .npz's real data unless `dataset` / `data` do."""
     log = log or _stderr
     t0 = time.perf_counter()
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
@@ -405,30 +362,22 @@ def evaluate(source: str | Path, n: int = 10000, metrics: str | Sequence[str] | 
     if classifier is not None and extractor == "inception":
         raise UserError("--classifier names the project's classifier; it does not go with --extractor inception "
                         "(drop one of them)")
-    from . import inception as inc
-
-    if extractor == "inception":
-        inc.parse_metrics(metrics)
-    elif extractor == "classifier" or classifier is not None:
-        parse_metrics(metrics)
-    else:  # auto: fail now on a name neither extractor knows; the channels decide later
-        try:
-            parse_metrics(metrics)
-        except UserError:
-            try:
-                inc.parse_metrics(metrics)
-            except UserError:
-                parse_metrics(metrics)
-    if reference is not None and reference not in REFERENCES:
-        raise UserError(f"--reference must be one of [{', '.join(REFERENCES)}], got {reference!r}")
+    # fail now on a metric no extractor that may be chosen knows (auto: the channels decide later)
+    kinds = ["inception"] if extractor == "inception" else ["classifier"] \
+        if extractor == "classifier" or classifier is not None else ["classifier", "inception"]
+    for kind in kinds[1:]:
+        with contextlib.suppress(UserError):
+            parse_metrics(metrics, kind)
+            break
+    else:
+        parse_metrics(metrics, kinds[0])  # the first kind's error when none knows them all
     if data is not None:
         if dataset and dataset != data.dataset:
             raise UserError(f"--dataset {dataset} and data.dataset={data.dataset} differ; give one")
         dataset = data.dataset
     source = Path(source)
     dev = pick_device(device)
-    clf = None  # the classifier given by `classifier`
-    origin: dict[str, Any]
+    clf = G = None  # the classifier given by `classifier`; the generator of a run or checkpoint
     if source.suffix == ".npz":
         images, labels = load_samples(source)
         if classifier is not None:
@@ -439,29 +388,20 @@ def evaluate(source: str | Path, n: int = 10000, metrics: str | Sequence[str] | 
         data_cfg = data if data is not None else (DataConfig(dataset=dataset) if dataset else None)
         use_inception = _use_inception(extractor, images.shape[1], data_cfg, classifier)
         if use_inception and not dataset:
-            rgb_hint = (f"{inc.need_weights_message()} and --dataset naming their real data (cifar10, celeba, "
+            rgb_hint = (f"{NEED_WEIGHTS} and --dataset naming their real data (cifar10, celeba, "
                         f"lsun, ...; for an image folder evaluate the run instead)")
             if extractor == "inception":
                 raise UserError(f"an .npz measured with Inception needs --dataset: {rgb_hint}")
             raise UserError(f"the MNIST classifier (--dataset defaults to mnist) needs 1-channel (grayscale) images, "
                             f"got {images.shape[1]} channels; {rgb_hint}; or --classifier PATH, a classifier "
                             f"trained on the RGB data with 'dcgan eval train-classifier DATASET'")
-        dataset = dataset or "mnist"
-        data_cfg = data_cfg or DataConfig(dataset=dataset)
+        data_cfg = data_cfg or DataConfig(dataset=dataset or "mnist")
         if len(images) > n:
-            images = images[:n]
-            labels = labels[:n] if labels is not None else None
+            images, labels = images[:n], labels[:n] if labels is not None else None
         elif len(images) < n:
             log(f"{source} holds {len(images)} images, fewer than --n {n}: evaluating all {len(images)}")
         origin = {"source": "samples", "path": str(source), "checkpoint": None, "step": None, "generator": None,
                   "labels": "from the file" if labels is not None else None}
-        if use_inception:
-            inc_ex = _load_inception_or_say(inception_weights, dev, extractor, data_cfg)
-            return _finish_inception(images, data_cfg, origin, source, metrics=metrics,
-                                     reference=reference, seed=seed, data_dir=data_dir, extractor=inc_ex,
-                                     device=dev, record=record, log=log, t0=t0)
-        parse_metrics(metrics)
-        extractor = clf or load_classifier(data_cfg, dev)
     else:
         if data is not None:
             raise UserError("--set data.* describes the real data of an .npz; a run's data comes from its checkpoint "
@@ -471,103 +411,59 @@ def evaluate(source: str | Path, n: int = 10000, metrics: str | Sequence[str] | 
         if dataset and dataset != ckpt_dataset:
             raise UserError(f"--dataset {dataset}: {info['path']} was trained on {ckpt_dataset}; "
                             f"drop --dataset (it is for .npz files)")
-        dataset = ckpt_dataset
         data_cfg = info["config"].data
         if classifier is not None:
-            clf = load_extractor(dataset, dev, classifier)  # its record must name the run's dataset
-        if _use_inception(extractor, G.out_shape[0], data_cfg, classifier):
-            inc_ex = _load_inception_or_say(inception_weights, dev, extractor, data_cfg)  # before the (slow) generation
-            inc_metrics = inc.parse_metrics(metrics)
-            inc.reference_split(data_cfg, reference)
-            labels_t = parse_labels("all", n, G.num_classes)
-            log(f"generating {n} images with the {info['generator']} generator of {info['path']} (step {info['step']})")
-            images = generate(G, n, labels_t, seed=seed, batch_size=batch_size).numpy()
-            origin = {"source": "run" if source.is_dir() else "checkpoint", "path": str(source),
-                      "checkpoint": info["path"], "step": int(info["step"]), "generator": info["generator"],
-                      "labels": "all classes, cycled 0..K-1" if labels_t is not None else None,
-                      "train_content_hash": info["data"].get("content_hash")}
-            return _finish_inception(images, data_cfg, origin, source, metrics=inc_metrics,
-                                     reference=reference, seed=seed, data_dir=data_dir, extractor=inc_ex,
-                                     device=dev, record=record, log=log, t0=t0)
-        parse_metrics(metrics)
-        extractor = clf or load_classifier(data_cfg, dev)  # before the (slow) generation: fail early
-        extractor.check((n, *G.out_shape))
-        if G.num_classes and G.num_classes != extractor.num_classes:
-            raise UserError(f"the generator has {G.num_classes} classes, the {extractor.name} classifier "
-                            f"{extractor.num_classes}; give a classifier trained on the run's classes "
-                            f"('{_train_command(data_cfg)}', then --classifier PATH or the cached one)")
-        labels_t = parse_labels("all", n, G.num_classes)
+            clf = load_extractor(ckpt_dataset, dev, classifier)  # its record must name the run's dataset
+        use_inception = _use_inception(extractor, G.out_shape[0], data_cfg, classifier)
+    # the extractor, and what can be checked of its metrics, before the (slow) generation
+    if use_inception:
+        try:
+            ex = load_inception(inception_weights, dev)
+        except UserError as e:
+            if extractor == "inception":
+                raise
+            raise UserError(f"{e}; or measure with the project's classifier trained on this data: "  # auto
+                            f"'{train_command(data_cfg)}', then evaluate again (or give --classifier PATH)") from None
+        parse_metrics(metrics, "inception")
+    else:
+        parse_metrics(metrics, "classifier")
+        ex = clf or load_classifier(data_cfg, dev)
+    if G is not None:
+        if not use_inception:
+            ex.check((n, *G.out_shape))
+            if G.num_classes and G.num_classes != ex.num_classes:
+                raise UserError(f"the generator has {G.num_classes} classes, the {ex.name} classifier "
+                                f"{ex.num_classes}; give a classifier trained on the run's classes "
+                                f"('{train_command(data_cfg)}', then --classifier PATH or the cached one)")
+        reference_split(data_cfg, reference)
         log(f"generating {n} images with the {info['generator']} generator of {info['path']} (step {info['step']})")
-        images = generate(G, n, labels_t, seed=seed, batch_size=batch_size).numpy()
-        labels = labels_t.numpy().astype(np.int64) if labels_t is not None else None
+        images, labels = _fakes(G, n, seed, batch_size)
         origin = {"source": "run" if source.is_dir() else "checkpoint", "path": str(source),
                   "checkpoint": info["path"], "step": int(info["step"]), "generator": info["generator"],
                   "labels": "all classes, cycled 0..K-1" if labels is not None else None,
                   "train_content_hash": info["data"].get("content_hash")}
-    ref_data = _reference_data(extractor, data_cfg)
-    reference = reference or default_reference(ref_data)
-    result = evaluate_images(images, labels, extractor=extractor, dataset=ref_data, metrics=metrics,
-                             reference=reference, seed=seed, data_dir=data_dir, batch_size=batch_size, log=log)
-    return _finish_result(result, origin, source, record=record, log=log, t0=t0)
-
-
-def _train_command(data) -> str:
-    from .classifier import train_command
-
-    return train_command(data)
-
-
-def _finish_result(result: dict[str, Any], origin: dict[str, Any], source: Path, *, record: bool, log: Log,
-                   t0: float) -> dict[str, Any]:
-    """Put where the images came from into the protocol, time the whole evaluation, and append the
-    result to a run's metrics.jsonl (never for a checkpoint file or an .npz)."""
+    result = evaluate_images(images, labels, extractor=ex, dataset=data_cfg, metrics=metrics, reference=reference,
+                             seed=seed, data_dir=data_dir, batch_size=batch_size, log=log)
     result["protocol"] = {**origin, **result["protocol"]}
     result["elapsed_s"] = time.perf_counter() - t0
-    if record and origin["source"] == "run":
-        from ..training.run import MetricsLog
-
+    if record and origin["source"] == "run":  # never for a checkpoint file or an .npz
         MetricsLog(source / "metrics.jsonl").write({"kind": "eval", "step": origin["step"], "time": time.time(),
                                                    **result})
         log(f"appended the result to {source / 'metrics.jsonl'}")
     return result
 
 
-def _finish_inception(images, data_cfg, origin: dict[str, Any], source: Path, *, metrics, reference, seed, data_dir,
-                      device, record: bool, log: Log, t0: float, weights=None, extractor=None) -> dict[str, Any]:
-    """Inception metrics of generated or loaded images, with the origin in the protocol; recorded
-    in a run's metrics.jsonl like the classifier's."""
-    from . import inception as inc
-
-    result = inc.evaluate_inception(images, data_cfg, extractor=extractor, weights=weights, metrics=metrics,
-                                    reference=reference, seed=seed, data_dir=data_dir, device=device, log=log)
-    return _finish_result(result, origin, source, record=record, log=log, t0=t0)
-
-
-def fid_of_generator(G: torch.nn.Module, n: int = 2000, reference: str = "test", seed: int = 0,
-                     dataset: str = "mnist", *, metrics: Sequence[str] = ("fid",), data_dir: str | None = None,
-                     batch_size: int = 500, log: Log | None = None, data=None,
+def fid_of_generator(G: torch.nn.Module, n: int = 2000, reference: str = "test", seed: int = 0, dataset: str = "mnist",
+                     *, metrics: Sequence[str] = ("fid",), data_dir: str | None = None, batch_size: int = 500,
+                     log: Log | None = None, data: DataConfig | None = None,
                      weights: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Metrics (FID by default) of a generator in memory, e.g. the EMA generator during training.
-
-    Generates `n` images from noise `seed` (labels cycling over the classes of a conditional G),
-    on G's device, and compares them with n images of the reference split (the fixed subset of
-    `reference_index`; its features are cached after the first call). G's train/eval mode is restored. Returns {"fid": ..., "protocol": {...}, ...};
-    with metrics=("fid", "label_accuracy") a conditional G also gets its label accuracy (cheap).
-
+    """Metrics (FID by default) of a generator in memory, e.g. the EMA generator during training: `n`
+    images on G's device (`_fakes`; G's train/eval mode is restored) against n of the reference split.
     `data`: the run's DataConfig (default: `dataset`'s defaults); the classifier is `weights`, else
-    the shipped (MNIST) or cached one for that data (`features.load_classifier`).
-    """
-    from ..config import DataConfig
-    from ..sampling import generate, parse_labels
-    from .features import load_classifier
-
+    the shipped (MNIST) or cached one for that data (`features.load_classifier`)."""
     log = log or (lambda msg: None)
-    device = next(G.parameters()).device
     data = data if data is not None else DataConfig(dataset=dataset)
-    extractor = load_classifier(data, device, weights)
-    labels_t = parse_labels("all", n, G.num_classes)
-    images = generate(G, n, labels_t, seed=seed, batch_size=batch_size)
-    labels = labels_t.numpy().astype(np.int64) if labels_t is not None else None
-    return evaluate_images(images, labels, extractor=extractor, dataset=_reference_data(extractor, data),
-                           metrics=list(metrics), reference=reference, seed=seed, data_dir=data_dir,
-                           batch_size=batch_size, log=log)
+    extractor = load_classifier(data, next(G.parameters()).device, weights)
+    images, labels = _fakes(G, n, seed, batch_size)
+    return evaluate_images(images, labels, extractor=extractor, dataset=data, metrics=list(metrics),
+                           reference=reference, seed=seed, data_dir=data_dir, batch_size=batch_size, log=log)

@@ -1,14 +1,10 @@
-"""Load a classifier feature extractor and turn uint8 images into (features, class probabilities).
+"""Feature extractors: one interface for the project's classifiers and Inception-v3.
 
     ex = load_extractor("mnist")                   # the shipped weights; checks their SHA-256 against their record
     ex = load_extractor("folder", weights=PATH)    # weights written by 'dcgan eval train-classifier'
     ex = load_classifier(data_cfg)                 # the shipped (MNIST) or cached classifier of a DataConfig
     feats, probs = ex.extract(images)              # uint8 (N, C, H, W) → (N, 128) and (N, K) float64
     ex.protocol(images.shape)                      # what a result must say about how it was measured
-
-Images of another size than the classifier's input are resized with the same bilinear,
-antialiased resize the data cache uses (`dcgan.data.prepare.resize`); the extractor refuses
-images that are not square or whose channel count differs from the classifier's.
 """
 
 from __future__ import annotations
@@ -20,22 +16,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
+from ..data.prepare import resize
 from ..errors import UserError
-from .classifier import (
-    ARCH,
-    ARCH_ANY,
-    DATASETS,
-    FEATURE_DIM,
-    INPUT_SIZE,
-    MnistClassifier,
-    SmallClassifier,
-    cached_weights_path,
-    default_weights_path,
-    file_sha256,
-    record_path,
-    train_command,
-)
+from ..images import from_uint8
+from ..progress import steps
+from .classifier import (ARCH, ARCH_ANY, DATASETS, FEATURE_DIM, INPUT_SIZE, Classifier, cached_weights_path,
+                         default_weights_path, file_sha256, record_path, train_command)
 
 
 def as_uint8_images(images) -> np.ndarray:
@@ -48,114 +37,131 @@ def as_uint8_images(images) -> np.ndarray:
     return images
 
 
-@dataclass
 class Extractor:
-    name: str  # e.g. "mnist-cnn-v1/mnist"
-    dataset: str
+    """uint8 images (N, C, H, W) → float64 features (N, feature_dim) for FID, KID and precision/recall,
+    and outputs (N, num_outputs): class probabilities, Inception's logits. A subclass sets the attributes
+    below and implements `_forward` (a uint8 batch → both), `check_channels`, `resize_note` (fakes),
+    `reference_resize` (real images), `identity` (protocol fields) and `cache_key` (of the reference)."""
+
+    kind: str  # "classifier" or "inception": which metrics it serves (evaluate.SUITES)
+    name: str
     sha256: str  # of the weights file
-    num_classes: int
-    model: MnistClassifier = field(repr=False)
-    record: dict[str, Any] = field(repr=False)
-    channels: int = 1
-    input_size: int = INPUT_SIZE
-    feature_dim: int = FEATURE_DIM
-    arch: str = ARCH
-    weights: str = ""  # the weights file
+    model: torch.nn.Module
+    feature_dim: int
+    num_outputs: int
+    output_name: str  # "probs" or "logits", also their name in the reference cache
+    noun: str  # what progress lines call its features
+    max_batch: int = 1 << 30  # images per forward pass at most, whatever the caller asks
+    cache_dtype: type = np.float64  # of the cached reference features
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def to(self, device: str | torch.device) -> "Extractor":
-        self.model.to(device)
-        return self
-
-    # ---- input ---------------------------------------------------------------------------------
     def check(self, shape: tuple[int, ...]) -> None:
         """UserError unless `shape` is (N, C, H, W) images this extractor can read."""
         if len(shape) != 4:
             raise UserError(f"images must be a 4-D array (N, C, H, W), got shape {tuple(shape)}")
+        self.check_channels(shape)
+
+    def protocol(self, shape: tuple[int, ...]) -> dict[str, Any]:
+        """How this extractor measures images of `shape`, for a result's protocol."""
+        return {"extractor": self.name, "extractor_sha256": self.sha256, **self.identity(),
+                "resize": self.resize_note(shape)}
+
+    @torch.no_grad()
+    def extract(self, images, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 images (numpy or torch) → features (N, D) and outputs (N, K), float64; a progress bar
+        only inside progress.showing() (dcgan eval)."""
+        images = as_uint8_images(images)
+        self.check(images.shape)
+        if batch_size < 1:
+            raise UserError(f"batch size must be >= 1, got {batch_size}")
+        batch_size = min(batch_size, self.max_batch)
+        self.model.eval()
+        feats = np.empty((len(images), self.feature_dim), dtype=np.float64)
+        outs = np.empty((len(images), self.num_outputs), dtype=np.float64)
+        for i in steps(range(0, len(images), batch_size), desc="features"):
+            f, o = self._forward(np.ascontiguousarray(images[i : i + batch_size]))
+            feats[i : i + len(f)] = f.double().cpu().numpy()
+            outs[i : i + len(f)] = o.double().cpu().numpy()
+        return feats, outs
+
+
+@dataclass
+class ClassifierExtractor(Extractor):
+    """The project's classifier: fc1's features, class probabilities; images resized with the data cache's resize."""
+
+    dataset: str
+    sha256: str
+    model: Classifier = field(repr=False)  # owns the architecture, the classes and the input shape
+    record: dict[str, Any] = field(repr=False)
+    weights: str = ""  # the weights file
+
+    kind, output_name, noun, feature_dim = "classifier", "probs", "features", FEATURE_DIM
+    arch = property(lambda self: self.model.arch)
+    num_classes = num_outputs = property(lambda self: self.model.num_classes)
+    channels = property(lambda self: self.model.in_channels)
+    input_size = property(lambda self: self.model.input_size)
+    name = property(lambda self: f"{self.arch}/{self.dataset}")  # e.g. "mnist-cnn-v1/mnist"
+
+    def check_channels(self, shape: tuple[int, ...]) -> None:
         _, c, h, w = shape
         if c != self.channels:
             kind = "grayscale" if self.channels == 1 else "RGB"
-            raise UserError(
-                f"the {self.name} feature extractor needs {self.channels}-channel ({kind}) images, "
-                f"got {c} channels (shape {tuple(shape)}); use a classifier trained on {c}-channel data "
-                f"(dcgan eval train-classifier DATASET, then --classifier PATH)"
-            )
+            raise UserError(f"the {self.name} feature extractor needs {self.channels}-channel ({kind}) images, "
+                            f"got {c} channels (shape {tuple(shape)}); use a classifier trained on {c}-channel data "
+                            f"(dcgan eval train-classifier DATASET, then --classifier PATH)")
         if h != w or h < 1:
             raise UserError(f"images must be square (H == W) to be resized to {self.input_size}x{self.input_size}, "
                             f"got {h}x{w}")
 
     def resize_note(self, shape: tuple[int, ...]) -> str:
-        """'none' or 'HxW->SxS': what `extract` does to images of this shape."""
-        h, w = shape[2], shape[3]
-        if (h, w) == (self.input_size, self.input_size):
+        if tuple(shape[2:]) == (self.input_size, self.input_size):
             return "none"
-        return f"{h}x{w}->{self.input_size}x{self.input_size} (bilinear, antialiased)"
+        return f"{shape[2]}x{shape[3]}->{self.input_size}x{self.input_size} (bilinear, antialiased)"
 
-    def protocol(self, shape: tuple[int, ...] | None = None) -> dict[str, Any]:
-        p = {"extractor": self.name, "extractor_sha256": self.sha256,
-             "extractor_test_accuracy": self.record.get("test_accuracy"),
-             "input_size": [self.channels, self.input_size, self.input_size], "feature_dim": self.feature_dim,
-             "extractor_arch": self.arch, "extractor_dataset": self.dataset,
-             "extractor_test_split": self.record.get("test_split", "test"),
-             "extractor_train_content_hash": self.record.get("train_content_hash"),
-             "extractor_classes": self.num_classes}
+    def reference_resize(self, native: int, resolution: int) -> str:
+        chain = [native] + ([resolution] if resolution != native else []) + \
+                ([self.input_size] if resolution != self.input_size else [])
+        return "none" if len(chain) == 1 else "->".join(f"{s}x{s}" for s in chain)
+
+    def identity(self) -> dict[str, Any]:
+        rec, s = self.record, self.input_size
+        p = {"extractor_test_accuracy": rec.get("test_accuracy"), "input_size": [self.channels, s, s],
+             "feature_dim": self.feature_dim, "extractor_arch": self.arch, "extractor_dataset": self.dataset,
+             "extractor_test_split": rec.get("test_split", "test"),
+             "extractor_train_content_hash": rec.get("train_content_hash"), "extractor_classes": self.num_classes}
         if self.arch != ARCH:  # trained by the user: where its weights are and on what data
             p["extractor_weights"] = self.weights
             p["extractor_data"] = self.record.get("data_identity")
-        if shape is not None:
-            p["resize"] = self.resize_note(shape)
         return p
 
-    # ---- output --------------------------------------------------------------------------------
-    @torch.no_grad()
-    def extract(self, images, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 images (N, C, H, W) (numpy or torch) → features (N, D) and probabilities (N, K), float64."""
-        from ..data.prepare import resize
+    def cache_key(self, shape: tuple[int, ...]) -> dict[str, Any]:
+        return {"v": 2, "extractor_sha256": self.sha256, "input_size": self.input_size}
 
-        images = as_uint8_images(images)
-        self.check(images.shape)
-        if batch_size < 1:
-            raise UserError(f"batch size must be >= 1, got {batch_size}")
-        self.model.eval()
-        n = len(images)
-        feats = np.empty((n, self.feature_dim), dtype=np.float64)
-        probs = np.empty((n, self.num_classes), dtype=np.float64)
-        from ..progress import steps  # a bar only inside progress.showing() (dcgan eval)
-
-        for i in steps(range(0, n, batch_size), desc="features"):
-            chunk = resize(np.ascontiguousarray(images[i : i + batch_size]), self.input_size)
-            x = torch.from_numpy(np.array(chunk)).to(self.device).float().div_(127.5).sub_(1.0)  # a writable copy
-            f, logits = self.model.features_and_logits(x)
-            feats[i : i + len(x)] = f.double().cpu().numpy()
-            probs[i : i + len(x)] = torch.softmax(logits.double(), dim=1).cpu().numpy()
-        return feats, probs
+    def _forward(self, chunk: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        x = from_uint8(torch.from_numpy(np.array(resize(chunk, self.input_size))).to(self.device))  # a writable copy
+        f, logits = self.model.features_and_logits(x)
+        return f, torch.softmax(logits.double(), dim=1)
 
 
 def load_extractor(dataset: str | None = "mnist", device: str | torch.device = "cpu",
-                   weights: str | Path | None = None) -> Extractor:
+                   weights: str | Path | None = None) -> ClassifierExtractor:
     """The classifier for `dataset` (the shipped weights unless `weights` is given), checked
     against the SHA-256 in its JSON record, in eval mode on `device`. With `weights`, `dataset`
     None takes the dataset from the record; otherwise the record must name `dataset`."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     if weights is None and dataset not in DATASETS:
         raise UserError(f"dataset {dataset!r} has no feature extractor: dcgan eval measures image models of "
                         f"[{', '.join(DATASETS)}] (1x28x28 digits or clothes, 10 classes)")
     path = Path(weights) if weights else default_weights_path(dataset)
     rec_path = record_path(path)
     if not path.is_file() or not rec_path.is_file():
-        missing = path if not path.is_file() else rec_path
-        raise UserError(
-            f"no feature extractor for {dataset!r}: {missing} does not exist. "
-            + ("Weights are shipped only for mnist; train them with "
-               f"'dcgan eval train-classifier {dataset}' (needs the {dataset} files)"
-               if weights is None else "give the .safetensors file written by 'dcgan eval train-classifier' "
-                                       "(its .json record must lie beside it)")
-        )
+        raise UserError(f"no feature extractor for {dataset!r}: {rec_path if path.is_file() else path} does not exist. "
+                        + (f"Weights are shipped only for mnist; train them with 'dcgan eval train-classifier "
+                           f"{dataset}' (needs the {dataset} files)" if weights is None else
+                           "give the .safetensors file written by 'dcgan eval train-classifier' (its .json record "
+                           "must lie beside it)"))
     try:
         record = json.loads(rec_path.read_text())
         expected = record["sha256"]
@@ -163,15 +169,13 @@ def load_extractor(dataset: str | None = "mnist", device: str | torch.device = "
         raise UserError(f"{rec_path} is not a valid extractor record (no sha256); retrain the classifier") from None
     actual = file_sha256(path)
     if actual != expected:
-        raise UserError(
-            f"{path} does not match its record {rec_path.name}: sha256 {actual[:16]}… vs {expected[:16]}…; "
-            f"the weights are damaged or were replaced — reinstall dcgan or retrain the classifier"
-        )
+        raise UserError(f"{path} does not match its record {rec_path.name}: sha256 {actual[:16]}… vs "
+                        f"{expected[:16]}…; the weights are damaged or were replaced — reinstall dcgan or retrain the "
+                        f"classifier")
     arch = record.get("arch")
     if arch not in (ARCH, ARCH_ANY):
         raise UserError(f"{rec_path}: architecture {arch!r} is not one this dcgan reads ({ARCH}, {ARCH_ANY})")
-    if dataset is None:
-        dataset = record.get("dataset", "mnist")
+    dataset = record.get("dataset", "mnist") if dataset is None else dataset
     if record.get("dataset", dataset) != dataset:
         raise UserError(f"{path} is the extractor of {record.get('dataset')!r}, not of {dataset!r}; give the "
                         f"classifier trained on {dataset} ('dcgan eval train-classifier {dataset}')")
@@ -179,46 +183,32 @@ def load_extractor(dataset: str | None = "mnist", device: str | torch.device = "
         state = load_file(str(path))
     except (SafetensorError, OSError) as e:
         raise UserError(f"{path} is not a readable safetensors file ({e})") from None
-    num_classes = int(record.get("num_classes", 10))
-    if arch == ARCH:
-        channels, input_size = 1, INPUT_SIZE
-        model = MnistClassifier(num_classes)
-    else:
+    num_classes, channels, input_size = int(record.get("num_classes", 10)), 1, INPUT_SIZE
+    if arch == ARCH_ANY:
         try:
-            channels, h, w = (int(v) for v in record["input_shape"])
+            channels, input_size, w = (int(v) for v in record["input_shape"])
         except (KeyError, TypeError, ValueError):
             raise UserError(f"{rec_path}: no valid input_shape [C, H, W]; retrain the classifier") from None
-        if h != w:
+        if input_size != w:
             raise UserError(f"{rec_path}: input_shape {record['input_shape']} is not square; retrain the classifier")
-        input_size = h
-        model = SmallClassifier(num_classes, channels, input_size)
+    model = Classifier(num_classes, channels, input_size, arch)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
         raise UserError(f"{path}: the weights do not fit {arch} ({str(e).splitlines()[0]})") from None
-    model.to(device).eval()
-    return Extractor(name=f"{arch}/{dataset}", dataset=dataset, sha256=actual, num_classes=num_classes,
-                     model=model, record=record, channels=channels, input_size=input_size, arch=arch,
-                     weights=str(path))
+    return ClassifierExtractor(dataset, actual, model.to(device).eval(), record, str(path))
 
 
 def find_classifier(data) -> Path | None:
-    """The weights file of the classifier that measures the data of DataConfig `data`: the shipped
-    one for mnist / fashion-mnist when it exists, else the one 'dcgan eval train-classifier' wrote
-    to the cache for this data (`classifier.cached_weights_path`); None when there is none."""
+    """The weights that measure DataConfig `data`: the shipped ones for mnist / fashion-mnist if there are
+    any, else those 'dcgan eval train-classifier' cached for this data; None when there are none."""
     if data.dataset in DATASETS and default_weights_path(data.dataset).is_file():
         return default_weights_path(data.dataset)
     cached = cached_weights_path(data)
     return cached if cached.is_file() and record_path(cached).is_file() else None
 
 
-def no_classifier_message(data) -> str:
-    where = f"{data.dataset}" + (f" (data.path={data.path})" if data.path else "")
-    return (f"no feature extractor for {data.dataset!r}: no classifier has been trained for {where}; train one with "
-            f"'{train_command(data)}' (it writes {cached_weights_path(data)}), or give --classifier PATH")
-
-
-def load_classifier(data, device: str | torch.device = "cpu", weights: str | Path | None = None) -> Extractor:
+def load_classifier(data, device: str | torch.device = "cpu", weights: str | Path | None = None) -> ClassifierExtractor:
     """The classifier extractor for DataConfig `data`: `weights` when given (its record must name
     data.dataset), else `find_classifier(data)`; UserError saying how to train one when there is none."""
     if weights is None:
@@ -226,11 +216,8 @@ def load_classifier(data, device: str | torch.device = "cpu", weights: str | Pat
         if weights is None:
             if data.dataset in DATASETS:
                 return load_extractor(data.dataset, device)  # says how to train it
-            raise UserError(no_classifier_message(data))
+            where = f"{data.dataset}" + (f" (data.path={data.path})" if data.path else "")
+            raise UserError(f"no feature extractor for {data.dataset!r}: no classifier has been trained for {where}; "
+                            f"train one with '{train_command(data)}' (it writes {cached_weights_path(data)}), or "
+                            f"give --classifier PATH")
     return load_extractor(data.dataset, device, weights)
-
-
-def extract(images, dataset: str = "mnist", device: str | torch.device = "cpu",
-            batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
-    """Features (N, 128) and class probabilities (N, K), float64, of uint8 images (N, 1, H, W)."""
-    return load_extractor(dataset, device).extract(images, batch_size)

@@ -1,20 +1,7 @@
-"""Pure math of GAN evaluation metrics, on feature arrays and class probabilities.
-
-Everything here works on numpy arrays (converted to float64 internally) and
-returns plain Python floats, ints, lists and dicts, so results can be written
-straight to JSON.  No torch and no feature extractor: callers compute the
-features (N x D arrays) or classifier probabilities (N x K arrays) elsewhere.
-
-Functions:
-
-* `gaussian_stats`, `frechet_distance`, `fid` -- Fréchet (Inception) Distance.
-* `kid` -- Kernel Inception Distance (unbiased MMD^2, cubic polynomial kernel).
-* `precision_recall` -- k-NN manifold precision / recall (Kynkäänniemi 2019).
-* `class_stats` -- class histogram, coverage, KL from uniform, Inception Score.
-* `label_accuracy` -- accuracy, per-class accuracy, confusion matrix.
-
-Invalid input (wrong shapes, too few samples, out-of-range labels) raises
-`ValueError`.
+"""Pure math of GAN evaluation metrics on feature arrays (N x D) and class probabilities (N x K): FID,
+KID, k-NN precision / recall (Kynkäänniemi 2019), class statistics with the Inception Score, label
+accuracy. numpy in (float64 inside), plain Python floats, ints, lists and dicts out (straight to JSON);
+no torch, no feature extractor. Invalid input (wrong shapes, too few samples, bad labels) raises ValueError.
 """
 
 from __future__ import annotations
@@ -24,24 +11,10 @@ import math
 import numpy as np
 from scipy.special import xlogy
 
-__all__ = [
-    "gaussian_stats",
-    "frechet_distance",
-    "fid",
-    "kid",
-    "precision_recall",
-    "class_stats",
-    "label_accuracy",
-]
+__all__ = ["gaussian_stats", "frechet_distance", "fid", "kid", "precision_recall", "class_stats", "label_accuracy"]
 
-# Rows per block when computing pairwise distances: a block is
-# _CHUNK x M float64, i.e. 80 MB for M = 10,000.
-_CHUNK = 1000
+_CHUNK = 1000  # rows per block of pairwise distances: _CHUNK x M float64, 80 MB for M = 10,000
 
-
-# --------------------------------------------------------------------------
-# helpers
-# --------------------------------------------------------------------------
 
 def _as_features(x, name: str, min_rows: int = 1) -> np.ndarray:
     """Return `x` as a finite float64 N x D array with N >= min_rows."""
@@ -76,21 +49,9 @@ def _sq_dists(a: np.ndarray, b: np.ndarray, b_sq: np.ndarray) -> np.ndarray:
     return d
 
 
-# --------------------------------------------------------------------------
-# FID
-# --------------------------------------------------------------------------
-
 def gaussian_stats(feats) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance of a feature array.
-
-    Args:
-        feats: N x D array of features, N >= 2.
-
-    Returns:
-        (mu, sigma): mu is a float64 array of shape (D,), sigma a float64
-        D x D covariance matrix with ddof=1 (unbiased).  These are numpy
-        arrays (not lists) because they feed `frechet_distance`.
-    """
+    """Mean (D,) and covariance (D, D, ddof=1) of N x D features, N >= 2, as float64 numpy arrays
+    (not lists: they feed `frechet_distance`)."""
     x = _as_features(feats, "feats", min_rows=2)
     mu = x.mean(axis=0)
     sigma = np.cov(x, rowvar=False, ddof=1)
@@ -99,27 +60,11 @@ def gaussian_stats(feats) -> tuple[np.ndarray, np.ndarray]:
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
-    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2).
-
-        d^2 = ||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^{1/2})
-
-    Args:
-        mu1, mu2: arrays of shape (D,).
-        sigma1, sigma2: D x D symmetric positive semi-definite matrices.
-
-    Returns:
-        The squared Fréchet distance as a Python float (this is what "FID"
-        reports; no square root is taken).
-
-    The trace of the matrix square root is computed as the sum of square
-    roots of the eigenvalues of sqrt(S1) S2 sqrt(S1), which is symmetric PSD
-    and has the same spectrum as S1 S2.  This avoids the complex / ill-
-    conditioned results of `scipy.linalg.sqrtm` on singular covariances
-    (e.g. fewer samples than dimensions).  Tiny negative eigenvalues from
-    round-off are clipped to 0, and the final value is clipped at 0 only when
-    it is a round-off-sized negative; the result is symmetric in its two
-    Gaussians up to round-off.
-    """
+    """d^2 = ||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^{1/2}) between N(mu1, sigma1) and N(mu2, sigma2)
+    (means (D,), PSD covariances D x D): what "FID" reports, no square root taken. Tr (S1 S2)^{1/2} sums
+    the square roots of the eigenvalues of sqrt(S1) S2 sqrt(S1) (symmetric PSD, S1 S2's spectrum): no
+    complex or ill-conditioned `scipy.linalg.sqrtm` on singular covariances. Round-off-sized negatives
+    are clipped to 0; a larger negative result (non-PSD input) raises. Symmetric up to round-off."""
     mu1 = np.atleast_1d(np.asarray(mu1, dtype=np.float64))
     mu2 = np.atleast_1d(np.asarray(mu2, dtype=np.float64))
     s1 = np.atleast_2d(np.asarray(sigma1, dtype=np.float64))
@@ -128,8 +73,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     if mu1.shape != (d,) or mu2.shape != (d,):
         raise ValueError(f"mu1 and mu2 must both have shape (D,), got {mu1.shape} and {mu2.shape}")
     if s1.shape != (d, d) or s2.shape != (d, d):
-        raise ValueError(
-            f"sigma1 and sigma2 must both be {d} x {d}, got {s1.shape} and {s2.shape}")
+        raise ValueError(f"sigma1 and sigma2 must both be {d} x {d}, got {s1.shape} and {s2.shape}")
     for name, arr in (("mu1", mu1), ("mu2", mu2), ("sigma1", s1), ("sigma2", s2)):
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"{name} contains NaN or infinite values")
@@ -148,23 +92,15 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
         scale = float(diff @ diff + abs(np.trace(s1)) + abs(np.trace(s2)))
         if value < -1e-6 * max(scale, 1e-12):
             # Should not happen for PSD inputs; signals non-PSD covariances.
-            raise ValueError(
-                f"Fréchet distance came out negative ({value:.3g}); "
-                "are sigma1 and sigma2 positive semi-definite?")
+            raise ValueError(f"Fréchet distance came out negative ({value:.3g}); "
+                             "are sigma1 and sigma2 positive semi-definite?")
         value = 0.0
     return value
 
 
 def fid(feats_a, feats_b) -> float:
-    """Fréchet distance between Gaussians fitted to two feature arrays.
-
-    Args:
-        feats_a: N_a x D features (N_a >= 2).
-        feats_b: N_b x D features (N_b >= 2), same D.
-
-    Returns:
-        FID as a Python float.
-    """
+    """FID (a Python float): the Fréchet distance between Gaussians fitted to N_a x D and N_b x D
+    features (N >= 2 each)."""
     a = _as_features(feats_a, "feats_a", min_rows=2)
     b = _as_features(feats_b, "feats_b", min_rows=2)
     if a.shape[1] != b.shape[1]:
@@ -173,10 +109,6 @@ def fid(feats_a, feats_b) -> float:
     mu2, s2 = gaussian_stats(b)
     return frechet_distance(mu1, s1, mu2, s2)
 
-
-# --------------------------------------------------------------------------
-# KID
-# --------------------------------------------------------------------------
 
 def _mmd2_unbiased_poly3(x: np.ndarray, y: np.ndarray) -> float:
     """Unbiased MMD^2 with k(a, b) = (a.b / D + 1)^3; x, y: m x D each."""
@@ -189,33 +121,11 @@ def _mmd2_unbiased_poly3(x: np.ndarray, y: np.ndarray) -> float:
     return float((sum_xx + sum_yy) / (m * (m - 1)) - 2.0 * kxy.sum() / (m * m))
 
 
-def kid(feats_a, feats_b, subsets: int = 100, subset_size: int = 1000,
-        seed: int = 0) -> tuple[float, float]:
-    """Kernel Inception Distance (Binkowski et al. 2018).
-
-    The unbiased estimator of MMD^2 with the cubic polynomial kernel
-    k(x, y) = (x.y / D + 1)^3, averaged over `subsets` random subsets.  Each
-    subset draws `subset_size` rows from each array without replacement
-    (independently per subset); `subset_size` is capped at
-    min(N_a, N_b).
-
-    Args:
-        feats_a: N_a x D features.
-        feats_b: N_b x D features, same D.
-        subsets: number of random subsets (>= 1).
-        subset_size: rows per subset from each array.
-        seed: seed of the numpy Generator choosing subsets; the result is
-            deterministic for a given seed.
-
-    Returns:
-        (mean, std): mean and population std (ddof=0) of the per-subset
-        MMD^2 estimates, as Python floats.  The mean can be slightly
-        negative when both samples come from the same distribution.
-
-    Raises:
-        ValueError: fewer than 2 samples in either array (after capping),
-            mismatched D, or subsets < 1.
-    """
+def kid(feats_a, feats_b, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """KID (Binkowski et al. 2018) of N_a x D and N_b x D features: mean and population std of the unbiased
+    MMD^2 with k(x, y) = (x.y / D + 1)^3 over `subsets` random subsets of min(subset_size, N_a, N_b) rows
+    of each array, drawn without replacement by a numpy Generator of `seed`. The mean can be slightly
+    negative for samples of one distribution."""
     a = _as_features(feats_a, "feats_a")
     b = _as_features(feats_b, "feats_b")
     if a.shape[1] != b.shape[1]:
@@ -224,9 +134,8 @@ def kid(feats_a, feats_b, subsets: int = 100, subset_size: int = 1000,
         raise ValueError(f"subsets must be >= 1, got {subsets}")
     m = min(int(subset_size), a.shape[0], b.shape[0])
     if m < 2:
-        raise ValueError(
-            f"KID needs at least 2 samples per set (got {a.shape[0]} and {b.shape[0]}, "
-            f"subset_size={subset_size})")
+        raise ValueError(f"KID needs at least 2 samples per set (got {a.shape[0]} and {b.shape[0]}, "
+                         f"subset_size={subset_size})")
     rng = np.random.default_rng(seed)
     vals = np.empty(int(subsets), dtype=np.float64)
     for i in range(int(subsets)):
@@ -235,10 +144,6 @@ def kid(feats_a, feats_b, subsets: int = 100, subset_size: int = 1000,
         vals[i] = _mmd2_unbiased_poly3(a[ia], b[ib])
     return float(vals.mean()), float(vals.std())
 
-
-# --------------------------------------------------------------------------
-# precision / recall
-# --------------------------------------------------------------------------
 
 def _knn_radii_sq(x: np.ndarray, k: int, chunk: int) -> np.ndarray:
     """Squared distance from each row of x to its k-th nearest other row."""
@@ -256,8 +161,7 @@ def _knn_radii_sq(x: np.ndarray, k: int, chunk: int) -> np.ndarray:
     return out
 
 
-def _inside_fraction(points: np.ndarray, centres: np.ndarray, radii_sq: np.ndarray,
-                     chunk: int) -> float:
+def _inside_fraction(points: np.ndarray, centres: np.ndarray, radii_sq: np.ndarray, chunk: int) -> float:
     """Fraction of `points` within distance radius_j of some centre j."""
     c_sq = np.einsum("ij,ij->i", centres, centres)
     inside = 0
@@ -268,29 +172,10 @@ def _inside_fraction(points: np.ndarray, centres: np.ndarray, radii_sq: np.ndarr
 
 
 def precision_recall(real, fake, k: int = 3) -> tuple[float, float]:
-    """Improved precision and recall (Kynkäänniemi et al. 2019), k-NN manifolds.
-
-    The real manifold is the union of closed balls around each real feature
-    with radius = Euclidean distance to its k-th nearest *other* real feature;
-    the fake manifold likewise from the fake features.
-
-    * precision = fraction of fake features inside the real manifold;
-    * recall    = fraction of real features inside the fake manifold.
-
-    Pairwise distances are computed in blocks of 1000 rows, so memory stays
-    around one 1000 x max(N_real, N_fake) float64 block (80 MB for 10,000
-    samples) plus float64 copies of the inputs: under 200 MB peak and a few
-    seconds for 10,000 x 10,000 at D=128.  Both arrays are centred on the real mean first, which
-    reduces cancellation in the |a|^2 + |b|^2 - 2 a.b expansion.
-
-    Args:
-        real: N_r x D real features, N_r > k.
-        fake: N_f x D fake features, N_f > k, same D.
-        k: neighbourhood size (>= 1).
-
-    Returns:
-        (precision, recall) as Python floats in [0, 1].
-    """
+    """Improved precision / recall (Kynkäänniemi 2019) of N_r x D real and N_f x D fake features (N > k):
+    the fraction of fakes inside the real manifold (the union of balls around each real feature reaching
+    its k-th nearest other real feature), and of reals inside the fake one. Distances in blocks of 1000
+    rows (under 200 MB for 10,000 x 10,000), on arrays centred on the real mean (less cancellation)."""
     k = int(k)
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -308,10 +193,6 @@ def precision_recall(real, fake, k: int = 3) -> tuple[float, float]:
     return float(precision), float(recall)
 
 
-# --------------------------------------------------------------------------
-# class statistics / Inception Score
-# --------------------------------------------------------------------------
-
 def _inception_score_of(p: np.ndarray) -> float:
     """exp(mean_x KL(p(y|x) || p(y))) for an n x K row-stochastic array."""
     py = p.mean(axis=0)
@@ -320,36 +201,10 @@ def _inception_score_of(p: np.ndarray) -> float:
 
 
 def class_stats(probs, num_classes: int, splits: int = 1) -> dict:
-    """Class histogram, coverage, KL from uniform and Inception Score.
-
-    Args:
-        probs: N x K array of classifier probabilities (K == num_classes),
-            non-negative; each row is renormalised to sum to 1.
-        num_classes: K.
-        splits: number of splits for the Inception Score (as in the classic
-            IS code, but of a fixed random permutation of the rows, so the
-            order of the samples does not matter); 1 gives the score on all
-            N samples with std 0.  Must satisfy 1 <= splits <= N.
-
-    Returns:
-        dict with
-          * ``histogram``: list of K ints, count of samples whose argmax is
-            each class;
-          * ``num_samples``: N; ``num_classes``: K;
-          * ``classes_covered``: number of classes that are *covered*, i.e.
-            receive at least max(1, 0.1 * N / K) argmax samples -- at least
-            10% of their share under a uniform distribution;
-          * ``coverage_threshold``: that threshold as a float;
-          * ``coverage_rule``: a sentence stating the rule;
-          * ``kl_from_uniform``: KL(p_hist || uniform) in nats, where p_hist is
-            the normalised histogram; empty classes contribute 0 (0 log 0 = 0).
-            0 for a perfectly uniform histogram, log K for full collapse;
-          * ``inception_score``: mean over splits of
-            exp(E_x KL(p(y|x) || p(y))), p(y) being the split's mean
-            prediction;
-          * ``inception_score_std``: population std over splits (0 if 1 split);
-          * ``inception_score_splits``: the number of splits used.
-    """
+    """Statistics of N x K classifier probabilities (rows renormalised): the argmax ``histogram``, the
+    ``classes_covered`` (argmax of at least max(1, 0.1 N / K) samples), ``kl_from_uniform`` of the
+    histogram (nats: 0 uniform, log K collapsed), and the ``inception_score`` exp(E_x KL(p(y|x) || p(y)))
+    with its std over `splits` (1..N) of a fixed random permutation of the rows (order does not matter)."""
     K = int(num_classes)
     if K < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -381,45 +236,18 @@ def class_stats(probs, num_classes: int, splits: int = 1) -> dict:
     order = np.random.default_rng(0).permutation(n)
     scores = np.array([_inception_score_of(part) for part in np.array_split(p[order], splits)])
 
-    return {
-        "histogram": [int(c) for c in hist],
-        "num_samples": int(n),
-        "num_classes": K,
-        "classes_covered": covered,
-        "coverage_threshold": float(threshold),
-        "coverage_rule": ("a class is covered when at least max(1, 0.1 * N / K) samples "
-                          "have it as argmax (10% of its uniform share)"),
-        "kl_from_uniform": kl_uniform,
-        "inception_score": float(scores.mean()),
-        "inception_score_std": float(scores.std()),
-        "inception_score_splits": splits,
-    }
+    return {"histogram": [int(c) for c in hist], "num_samples": int(n), "num_classes": K, "classes_covered": covered,
+            "coverage_threshold": float(threshold),
+            "coverage_rule": ("a class is covered when at least max(1, 0.1 * N / K) samples "
+                              "have it as argmax (10% of its uniform share)"),
+            "kl_from_uniform": kl_uniform, "inception_score": float(scores.mean()),
+            "inception_score_std": float(scores.std()), "inception_score_splits": splits}
 
-
-# --------------------------------------------------------------------------
-# conditional label accuracy
-# --------------------------------------------------------------------------
 
 def label_accuracy(pred, target, num_classes: int) -> dict:
-    """Accuracy of predicted labels against requested labels.
-
-    Args:
-        pred: (N,) integer predicted classes, or an N x K array of scores /
-            probabilities (argmax is taken).
-        target: (N,) integer requested (conditioning) classes.
-        num_classes: K; all labels must lie in [0, K).
-
-    Returns:
-        dict with
-          * ``accuracy``: overall fraction correct (float);
-          * ``per_class_accuracy``: list of K floats, accuracy on samples whose
-            target is that class; None for classes absent from target;
-          * ``per_class_count``: list of K ints, number of samples per target
-            class;
-          * ``confusion_matrix``: K x K list of ints, rows = requested (target)
-            label, columns = predicted label;
-          * ``num_samples``: N.
-    """
+    """Accuracy of predicted classes `pred` ((N,) ints or N x K scores) against the requested ones
+    `target` (N,), all in [0, K): overall, per requested class (None where absent), and the confusion
+    matrix (rows requested, columns predicted)."""
     K = int(num_classes)
     if K < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -439,8 +267,7 @@ def label_accuracy(pred, target, num_classes: int) -> dict:
             if not np.all(np.equal(np.mod(arr, 1), 0)):
                 raise ValueError(f"{name} must contain integer class labels")
         if arr.min() < 0 or arr.max() >= K:
-            raise ValueError(f"{name} labels must lie in [0, {K}), got range "
-                             f"[{arr.min()}, {arr.max()}]")
+            raise ValueError(f"{name} labels must lie in [0, {K}), got range [{arr.min()}, {arr.max()}]")
     p = p.astype(np.int64)
     t = t.astype(np.int64)
 
@@ -448,10 +275,6 @@ def label_accuracy(pred, target, num_classes: int) -> dict:
     counts = cm.sum(axis=1)
     diag = np.diag(cm)
     per_class = [float(diag[c] / counts[c]) if counts[c] > 0 else None for c in range(K)]
-    return {
-        "accuracy": float(diag.sum() / n),
-        "per_class_accuracy": per_class,
-        "per_class_count": [int(c) for c in counts],
-        "confusion_matrix": [[int(v) for v in r] for r in cm],
-        "num_samples": int(n),
-    }
+    return {"accuracy": float(diag.sum() / n), "per_class_accuracy": per_class,
+            "per_class_count": [int(c) for c in counts], "confusion_matrix": [[int(v) for v in r] for r in cm],
+            "num_samples": int(n)}
