@@ -26,7 +26,7 @@ LAYERS = [  # (layer, module-name prefixes); the longest matching prefix decides
     (1, ["dcgan.models", "dcgan.data", "dcgan.losses", "dcgan.augment", "dcgan.checkpoint", "dcgan.sampling", "dcgan.interpolate",
          "dcgan.toy"]),
     (2, ["dcgan.training", "dcgan.metrics", "dcgan.toy.monitor"]),
-    (3, ["dcgan.cli", "dcgan.metrics.cli", "dcgan.report", "dcgan.export", "dcgan.bench", "dcgan.experiment",
+    (3, ["dcgan.cli", "dcgan.metrics.cli", "dcgan.report", "dcgan.export", "dcgan.bench", "dcgan.experiment", "dcgan.sweep",
          "dcgan.__main__", "dcgan"]),
 ]
 
