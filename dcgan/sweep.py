@@ -100,7 +100,8 @@ def sweep(base: str, out: str | Path, *, grid: list[str] = (), seeds: int = 3, s
         found = checkpoint.latest(run) if run.is_dir() else None
         if not (found and found[1]["step"] >= cfg.train.steps):
             log(f"[{name} seed {seed}] training {cfg.train.steps} steps → {run}")
-            train(cfg, run, resume=found is not None, data_dir=data_dir, log=lambda m: None)
+            train(cfg, run, resume=found is not None, data_dir=data_dir,
+                  log=lambda m, where=f"[{name} seed {seed}]": log(f"{where} {m}"))  # the run's lines, labelled
         measured = run / "sweep-eval.json"
         state = checkpoint.latest(run)[1]
         if measured.is_file() and json.loads(measured.read_text()).get("step") == state["step"]:
