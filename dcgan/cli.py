@@ -151,8 +151,26 @@ def cmd_experiment(args) -> int:
 
     result = conditioning(args.out, steps=args.steps, seeds=args.seeds, sets=args.set or [], n_eval=args.n,
                           data_dir=args.data_dir)
-    print(json.dumps(result))
+    print(json.dumps(_sweep_summary(result, args.out)))
     return 0
+
+
+def cmd_sweep(args) -> int:
+    from .progress import showing
+    from .sweep import sweep
+
+    with showing():
+        result = sweep(args.base, args.out, grid=args.grid or [], seeds=args.seeds, steps=args.steps, kimg=args.kimg,
+                       n_eval=args.n, sets=args.set or [], device=args.device, data_dir=args.data_dir)
+    print(json.dumps(_sweep_summary(result, args.out)))
+    return 0
+
+
+def _sweep_summary(result: dict, out: str) -> dict:
+    """One line for the terminal: where the tables are and each variant's mean FID and recall."""
+    return {"out": str(out), "table": str(Path(out) / "table.md"),
+            "variants": {k: {m: v["mean"].get(m) for m in ("fid", "recall", "label_accuracy")}
+                         for k, v in result["variants"].items()}}
 
 
 def cmd_prepare(args) -> int:
@@ -298,6 +316,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
     s.add_argument("--data-dir")
     s.set_defaults(func=cmd_experiment)
+
+    s = sub.add_parser("sweep", help="train every combination of a grid of config values over seeds, measure each, tabulate")
+    s.add_argument("base", metavar="PRESET_OR_TOML", help="the configuration every run starts from")
+    s.add_argument("--grid", action="append", metavar="SECTION.KEY=V1,V2",
+                   help="values to try for one key (repeatable: every combination is trained); quote a value "
+                        "with commas: train.augment=\"translation,cutout\",\"\"")
+    s.add_argument("--seeds", type=int, default=3, help="seeds 0..S-1 per combination (default 3)")
+    s.add_argument("--steps", type=int, help="training steps of every run")
+    s.add_argument("--kimg", type=float, help="or: thousands of real images per run (steps = kimg * 1000 / train.batch)")
+    s.add_argument("--n", type=int, default=10000, help="images per evaluation (default 10000)")
+    s.add_argument("--out", required=True, help="folder of the runs, grids/, table.md and table.json")
+    s.add_argument("--device", help="auto | cpu | cuda | cuda:N (train.device; evaluation too)")
+    s.add_argument("--data-dir", help="data root (default $DCGAN_DATA, else ~/.cache/dcgan)")
+    s.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="an override of every run (repeatable)")
+    s.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("bench", help="measure training throughput of a preset (img/s, ms per step, TFLOP/s)")
     s.add_argument("preset", metavar="PRESET_OR_TOML")

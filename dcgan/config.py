@@ -45,7 +45,12 @@ class ModelConfig:
     g_fc: int = 0  # width of a hidden fully connected layer at G's input; 0 = none
     d_fc: int = 0  # width of a hidden fully connected layer before D's output; 0 = none
     g_cond: str = "all"  # where G sees the label: "input" (with z only) or "all" (every layer)
-    d_cond: str = "all"  # where D sees the label: "input" (image only) or "all" (every layer)
+    d_cond: str = "all"  # where D sees the label: "input" (image only), "all" (every layer) or "projection"
+    # (its features' inner product with a learned class embedding, added to the logit: Miyato & Koyama 2018)
+    # spectral normalisation of D's conv, linear and embedding layers; D's batch norm is then removed (as in
+    # SN-GAN: the weights are normalised instead of the activations, and batch statistics no longer mix the
+    # real and the fake batch)
+    spectral_norm: bool = False
     # arch "mlp" (any data shape; g_width / d_width are then the width of every hidden layer):
     g_depth: int = 3  # hidden layers of the mlp G; 0 = a single linear layer z → x (a linear generator)
     d_depth: int = 3  # hidden layers of the mlp D; 0 = a linear (logistic) discriminator
@@ -56,8 +61,11 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    kind: str = "nonsaturating"
+    kind: str = "nonsaturating"  # nonsaturating | hinge | lsgan | wgan-gp | nplus1 (dcgan/losses.py)
     real_label: float = 1.0  # < 1 gives one-sided label smoothing (0.9 is the usual value)
+    gp_weight: float = 10.0  # wgan-gp: weight of the gradient penalty on real/fake interpolates
+    r1_gamma: float = 0.0  # R1: (gamma / 2) * E[|grad_x D(x)|^2] on real images added to D's loss; 0 = off
+    r1_every: int = 1  # lazy R1: the penalty every this many D steps, weighted by it (StyleGAN2's 16)
 
 
 @dataclass
@@ -67,6 +75,8 @@ class OptimConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     g_steps: int = 1  # generator updates per discriminator update
+    # the last fraction of the run (train.steps) over which both learning rates fall linearly to zero; 0 = constant
+    lr_decay: float = 0.0
 
 
 @dataclass
@@ -82,6 +92,12 @@ class TrainConfig:
     checkpoint_minutes: float = 10.0
     keep_checkpoints: int = 3
     ema_decay: float = 0.999  # 0 disables the EMA generator
+    # the EMA's half-life in thousands of real images (StyleGAN2-ADA's ema_kimg): the per-step decay is
+    # 0.5 ** (batch / (1000 * ema_kimg)), so the averaging horizon does not change with the batch; 0 = use ema_decay
+    ema_kimg: float = 0.0
+    # DiffAugment policies applied to real and fake images before D, a comma list of translation,
+    # cutout, color ("" = none); differentiable, so G learns through them (Zhao et al. 2020)
+    augment: str = ""
     # true: deterministic cuDNN kernels (no autotuning), so a CUDA run repeats bitwise, a resumed one
     # too (slower); false: cuDNN picks the fastest kernels. CPU runs are always bitwise repeatable.
     deterministic: bool = False
@@ -173,7 +189,10 @@ class Config:
             (m.g_fc >= 0 and m.d_fc >= 0, "model.g_fc and model.d_fc must be >= 0 (0 = no hidden layer)"),
             (m.g_depth >= 0 and m.d_depth >= 0, "model.g_depth and model.d_depth must be >= 0 (0 = linear)"),
             (m.g_cond in ("input", "all"), f"model.g_cond must be 'input' or 'all', got {m.g_cond!r}"),
-            (m.d_cond in ("input", "all"), f"model.d_cond must be 'input' or 'all', got {m.d_cond!r}"),
+            (m.d_cond in ("input", "all", "projection"),
+             f"model.d_cond must be 'input', 'all' or 'projection', got {m.d_cond!r}"),
+            (m.d_cond != "projection" or m.d_head == "binary",
+             "model.d_cond='projection' needs model.d_head='binary' (the projection adds to one logit)"),
             (0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}"),
             (m.d_head in ("binary", "classes"), f"model.d_head must be 'binary' or 'classes', got {m.d_head!r}"),
             ((m.d_head == "classes") == (lo.kind == "nplus1"),
@@ -196,6 +215,13 @@ class Config:
             (t.checkpoint_minutes > 0, f"train.checkpoint_minutes must be > 0, got {t.checkpoint_minutes}"),
             (t.keep_checkpoints >= 2, f"train.keep_checkpoints must be >= 2, got {t.keep_checkpoints}"),
             (0.0 <= t.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {t.ema_decay}"),
+            (t.ema_kimg >= 0, f"train.ema_kimg must be >= 0 (0 = use train.ema_decay), got {t.ema_kimg}"),
+            (all(p in AUGMENTS for p in augment_policies(t.augment)),
+             f"train.augment={t.augment!r}: a comma list of {', '.join(AUGMENTS)} (or \"\" for none)"),
+            (0.0 <= o.lr_decay <= 1.0, f"optim.lr_decay must be in [0, 1] (a fraction of the run), got {o.lr_decay}"),
+            (lo.gp_weight >= 0, f"loss.gp_weight must be >= 0, got {lo.gp_weight}"),
+            (lo.r1_gamma >= 0, f"loss.r1_gamma must be >= 0 (0 = no R1 penalty), got {lo.r1_gamma}"),
+            (lo.r1_every >= 1, f"loss.r1_every must be >= 1, got {lo.r1_every}"),
             (t.num_threads >= 0, f"train.num_threads must be >= 0, got {t.num_threads}"),
             (t.max_bad_steps >= 1 and t.max_rollbacks >= 0, "train.max_bad_steps must be >= 1 and train.max_rollbacks >= 0"),
             (0.0 < t.rollback_lr_factor <= 1.0, f"train.rollback_lr_factor must be in (0, 1], got {t.rollback_lr_factor}"),
@@ -219,6 +245,13 @@ class Config:
 
 
 SECTIONS = [f.name for f in dataclasses.fields(Config)]
+
+AUGMENTS = ("translation", "cutout", "color")  # the DiffAugment policies (dcgan/augment.py)
+
+
+def augment_policies(spec: str) -> list[str]:
+    """train.augment as a list: "translation,cutout" → ["translation", "cutout"]."""
+    return [p.strip() for p in spec.split(",") if p.strip()]
 
 # Keys that may change when a run is resumed; every other key must match the saved run.
 RESUMABLE_CHANGES = {

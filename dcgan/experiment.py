@@ -1,10 +1,8 @@
-"""Experiments that train several runs and compare them. One so far:
+"""Experiments that train several runs and compare them, each one sweep (dcgan/sweep.py). One so far:
 
     conditioning   mnist-cdcgan four ways: the label at every layer ("all") or only at the input
-                   ("input"), for G (model.g_cond) and for D (model.d_cond); same budget, same seeds.
-                   Writes DIR/table.md (FID and label accuracy of each run's EMA generator from
-                   dcgan.metrics.evaluate, mean ± std over seeds), DIR/table.json (every number) and
-                   DIR/grid.png (one column block per variant: one row per digit, same noise).
+                   ("input"), for G (model.g_cond) and for D (model.d_cond); same budget, same seeds:
+                   dcgan sweep mnist-cdcgan --grid model.g_cond=all,input --grid model.d_cond=all,input
 
 The write-up behind mnist-cdcgan (DCGAN-tensorflow) claimed: injecting the label only at the input
 adds noise; per-layer injection in G cleans the foreground, per-layer in D the background.
@@ -12,101 +10,19 @@ adds noise; per-layer injection in G cleans the foreground, per-layer in D the b
 
 from __future__ import annotations
 
-import json
-import statistics
-import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
-from .errors import UserError
-
-VARIANTS = [("all", "all"), ("all", "input"), ("input", "all"), ("input", "input")]  # (g_cond, d_cond)
-
-
-def variant_name(g: str, d: str) -> str:
-    return f"G-{g}_D-{d}"
-
-
-def _mean_std(xs: list[float]) -> str:
-    if not xs:
-        return "–"
-    m = statistics.fmean(xs)
-    s = statistics.stdev(xs) if len(xs) > 1 else 0.0
-    return f"{m:.3f} ± {s:.3f}" if m < 10 else f"{m:.1f} ± {s:.1f}"
+CONDITIONING_GRID = ["model.g_cond=all,input", "model.d_cond=all,input"]
 
 
 def conditioning(out: str | Path, steps: int | None = None, seeds: int = 3, sets: list[str] = (),
                  n_eval: int = 2000, data_dir: str | None = None, preset: str = "mnist-cdcgan",
-                 log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Train `preset` in the four (g_cond, d_cond) variants × `seeds` seeds under `out`, evaluate
-    each run, write table.md / table.json / grid.png. Finished runs (a checkpoint at the full step
-    count) are reused, so an interrupted experiment continues where it stopped."""
-    from . import checkpoint
+                 device: str | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The conditioning sweep of `preset` (its own step count unless `steps`); see dcgan/sweep.py."""
     from .config import resolve
-    from .images import make_grid, save_image
-    from .metrics.evaluate import evaluate
-    from .sampling import generate, parse_labels
-    from .training import train
+    from .sweep import sweep
 
-    log = log or (lambda m: print(m, file=sys.stderr))
-    if seeds < 1:
-        raise UserError(f"--seeds must be >= 1, got {seeds}")
-    out = Path(out)
-    rows: dict[str, dict[str, Any]] = {}
-    blocks = []
-    flags = {"train.steps": steps}
-    for g, d in VARIANTS:
-        name = variant_name(g, d)
-        rows[name] = {"g_cond": g, "d_cond": d, "runs": []}
-        for s in range(seeds):
-            cfg, _ = resolve(preset, list(sets) + [f"model.g_cond={g}", f"model.d_cond={d}"],
-                             {**flags, "train.seed": s})
-            run = out / f"{name}-s{s}"
-            found = checkpoint.latest(run) if run.is_dir() else None
-            t0 = time.perf_counter()
-            if not (found and found[1]["step"] >= cfg.train.steps):
-                log(f"[{name} seed {s}] training {cfg.train.steps} steps → {run}")
-                train(cfg, run, resume=found is not None, data_dir=data_dir, log=lambda m: None)
-            wall = time.perf_counter() - t0
-            res = evaluate(run, n=n_eval, metrics="fid,label_accuracy", data_dir=data_dir, log=lambda m: None)
-            r = {"seed": s, "run": str(run), "fid": float(res["fid"]), "label_accuracy": float(res["label_accuracy"]["accuracy"]),
-                 "train_wall_s": round(wall, 1)}
-            rows[name]["runs"].append(r)
-            log(f"[{name} seed {s}] FID {r['fid']:.2f}  label accuracy {r['label_accuracy']:.3f}  ({wall:.0f} s)")
-            if s == 0:  # the grid: seed 0 of each variant, 10 columns (digits) x 8 rows, the same noise
-                G, _ = checkpoint.load_generator(run)
-                k = G.num_classes
-                labels = parse_labels("all", 8 * k, k)
-                blocks.append(generate(G, 8 * k, labels, seed=0).numpy())
-    # one column block per variant, side by side with a white gap
-    grids = [make_grid(b, nrow=b.shape[0] // 8) for b in blocks]
-    h = max(x.shape[0] for x in grids)
-    gap = np.full((h, 12, grids[0].shape[2]), 255, dtype=np.uint8)
-    parts = []
-    for i, x in enumerate(grids):
-        parts += ([gap] if i else []) + [x]
-    save_image(np.concatenate(parts, 1), out / "grid.png")
-
-    lines = [f"Conditioning experiment: {preset}, {cfg.train.steps} steps, batch {cfg.train.batch}, seeds 0..{seeds - 1}, "
-             f"overrides {list(sets) or 'none'}; metrics of the EMA generator on n = {n_eval} images vs MNIST test "
-             f"(dcgan.metrics.evaluate), mean ± std over seeds.", "",
-             "| variant (G label / D label) | FID ↓ | label accuracy ↑ | per seed (FID / acc) |",
-             "|---|---|---|---|"]
-    for name, row in rows.items():
-        fids = [r["fid"] for r in row["runs"]]
-        accs = [r["label_accuracy"] for r in row["runs"]]
-        row["fid_mean"], row["acc_mean"] = statistics.fmean(fids), statistics.fmean(accs)
-        per = ", ".join(f"{r['fid']:.1f} / {r['label_accuracy']:.3f}" for r in row["runs"])
-        lines.append(f"| {row['g_cond']} / {row['d_cond']} | {_mean_std(fids)} | {_mean_std(accs)} | {per} |")
-    lines += ["", "grid.png: column blocks left to right = " + ", ".join(rows)
-              + " (seed 0; one column per digit, 8 rows of noise, the same noise in every block)."]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "table.md").write_text("\n".join(lines) + "\n")
-    summary = {"preset": preset, "steps": cfg.train.steps, "batch": cfg.train.batch, "seeds": seeds,
-               "sets": list(sets), "n_eval": n_eval, "variants": rows}
-    (out / "table.json").write_text(json.dumps(summary, indent=1))
-    return {"out": str(out), "table": str(out / "table.md"), "grid": str(out / "grid.png"),
-            "variants": {k: {"fid": v["fid_mean"], "label_accuracy": v["acc_mean"]} for k, v in rows.items()}}
+    steps = steps if steps is not None else resolve(preset, list(sets), {})[0].train.steps
+    return sweep(preset, out, grid=CONDITIONING_GRID, seeds=seeds, steps=steps, n_eval=n_eval, sets=list(sets),
+                 device=device, data_dir=data_dir, log=log)

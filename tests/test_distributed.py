@@ -118,12 +118,12 @@ class Recorded:  # the batch source, recording every batch this process trains o
     def __exit__(self, *exc):
         return self.batches.__exit__(*exc)
 
-draw = steps.TrainStep._noise
+draw = steps.TrainStep._draws
 def noise(self, B, device, out=None):  # the noise of each D step
-    z, y_fake = draw(self, B, device, out)
+    z, y_fake, u, eps = draw(self, B, device, out)
     seen["z"].append(z[0].clone())
-    return z, y_fake
-steps.TrainStep._noise = noise
+    return z, y_fake, u, eps
+steps.TrainStep._draws = noise
 
 average = Ranks.average_buffers
 def averaged(self, modules):  # D's batch-norm running statistics before and after the averaging

@@ -2,7 +2,7 @@
 
     base      config, errors, registry, device, files, images, progress
       ↑
-    library   models, data, losses, checkpoint, sampling, interpolate, toy (its data, measures, plots)
+    library   models, data, losses, augment, checkpoint, sampling, interpolate, toy (its data, measures, plots)
       ↑
     engines   training, metrics (metrics never imports training), toy.monitor
       ↑
@@ -23,10 +23,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dcgan"
 LAYERS = [  # (layer, module-name prefixes); the longest matching prefix decides
     (0, ["dcgan.config", "dcgan.errors", "dcgan.registry", "dcgan.device", "dcgan.files", "dcgan.images",
          "dcgan.progress"]),
-    (1, ["dcgan.models", "dcgan.data", "dcgan.losses", "dcgan.checkpoint", "dcgan.sampling", "dcgan.interpolate",
+    (1, ["dcgan.models", "dcgan.data", "dcgan.losses", "dcgan.augment", "dcgan.checkpoint", "dcgan.sampling", "dcgan.interpolate",
          "dcgan.toy"]),
     (2, ["dcgan.training", "dcgan.metrics", "dcgan.toy.monitor"]),
-    (3, ["dcgan.cli", "dcgan.metrics.cli", "dcgan.report", "dcgan.export", "dcgan.bench", "dcgan.experiment",
+    (3, ["dcgan.cli", "dcgan.metrics.cli", "dcgan.report", "dcgan.export", "dcgan.bench", "dcgan.experiment", "dcgan.sweep",
          "dcgan.__main__", "dcgan"]),
 ]
 

@@ -271,8 +271,8 @@ def test_conditioning_experiment_tiny(tmp_path):
     assert main(argv) == 0
     table = (out / "table.md").read_text()
     for g, d in [("all", "all"), ("all", "input"), ("input", "all"), ("input", "input")]:
-        assert f"| {g} / {d} |" in table
-    assert Image.open(out / "grid.png").size[0] > 4 * 10 * 28
+        assert f"| g_cond={g}_d_cond={d} |" in table
+        assert Image.open(out / "grids" / f"g_cond={g}_d_cond={d}-s0.png").size[1] > 10 * 28  # a row per digit
     data = json.loads((out / "table.json").read_text())
     assert len(data["variants"]) == 4
 

@@ -38,7 +38,23 @@ def build_generator(cfg: ModelConfig, shape: tuple[int, ...], num_classes: int) 
 
 
 def build_discriminator(cfg: ModelConfig, shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    return _family(cfg, shape).discriminator(cfg, shape, num_classes)
+    D = _family(cfg, shape).discriminator(cfg, shape, num_classes)
+    return spectral_normalise(D) if cfg.spectral_norm else D
+
+
+def spectral_normalise(module: nn.Module) -> nn.Module:
+    """`module` with spectral normalisation (one power iteration per forward in training) on every
+    conv, linear and embedding layer, and without batch norm (SN-GAN's discriminator): changed in place."""
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    for name, child in list(module.named_children()):
+        if isinstance(child, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            setattr(module, name, nn.Identity())
+        elif isinstance(child, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
+            spectral_norm(child)
+        else:
+            spectral_normalise(child)
+    return module
 
 
 from . import dcgan as _dcgan  # noqa: E402,F401  (registers "dcgan")

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from ..config import ModelConfig
 from ..errors import UserError
 from .family import MODELS, ModelFamily
-from .dcgan import concat_label, init_weights, label_maps
+from .dcgan import class_embedding, concat_label, init_weights, label_input, label_maps, projected
 
 
 def _stages(shape: tuple[int, ...]) -> int:
@@ -59,20 +59,22 @@ class Discriminator(nn.Module):
         super().__init__()
         n, k, w = _stages(shape), num_classes, cfg.d_width
         self.num_classes, self.in_shape = k, tuple(shape)
-        layers: list[nn.Module] = [nn.Conv2d(shape[0] + k, w, 5, 3, 1), nn.LeakyReLU(0.2, True)]
+        layers: list[nn.Module] = [nn.Conv2d(shape[0] + label_input(cfg, k), w, 5, 3, 1), nn.LeakyReLU(0.2, True)]
         c = w
         for _ in range(n):
             layers += [nn.Conv2d(c, c * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(c * 2), nn.LeakyReLU(0.2, True)]
             c *= 2
-        layers.append(nn.Conv2d(c, 1, 4, 1, 0))
+        layers.append(nn.Conv2d(c, 1, 4, 1, 0))  # (N, c, 4, 4) → (N, 1, 1, 1): a linear map of the last features
         self.net = nn.Sequential(*layers)
+        self.embed = class_embedding(cfg, k, c * 4 * 4)
         init_weights(self)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = x  # (N, C, 96, 96)
-        if self.num_classes:
+        if self.num_classes and self.embed is None:
             h = torch.cat([h, label_maps(F.one_hot(y, self.num_classes).to(x.dtype), h)], 1)
-        return self.net(h).flatten()  # (N,) logits
+        h = self.net[:-1](h)  # (N, c, 4, 4)
+        return projected(self.net[-1](h).flatten(), h.flatten(1), self.embed, y)  # (N,) logits
 
 
 MODELS.register("anime")(ModelFamily(generator=Generator, discriminator=Discriminator))

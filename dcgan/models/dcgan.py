@@ -51,12 +51,30 @@ def concat_label(h: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Te
     return torch.cat([h, F.one_hot(y, num_classes).to(h.dtype)], 1)
 
 
+def class_embedding(cfg: ModelConfig, num_classes: int, features: int) -> nn.Embedding | None:
+    """The projection discriminator's class embedding (K, F) when model.d_cond = "projection"."""
+    return nn.Embedding(num_classes, features) if num_classes and cfg.d_cond == "projection" else None
+
+
+def label_input(cfg: ModelConfig, num_classes: int) -> int:
+    """How many label channels D's input takes: K, or none when D projects the label instead."""
+    return 0 if cfg.d_cond == "projection" else num_classes
+
+
+def projected(logits: torch.Tensor, h: torch.Tensor, embed: nn.Embedding | None, y: torch.Tensor | None) -> torch.Tensor:
+    """logits (N,) plus the projection term <embed(y), h> of D's last features h (N, F) (Miyato & Koyama
+    2018: the label's evidence as an inner product with what D sees)."""
+    if embed is None:
+        return logits
+    return logits + (embed(y).to(h.dtype) * h).sum(1)
+
+
 def init_weights(module: nn.Module) -> None:
     """The paper's initialisation: weights N(0, 0.02); batch-norm scale N(1, 0.02), shift 0."""
     for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, 0.0, 0.02)
-            if m.bias is not None:
+            if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             nn.init.normal_(m.weight, 1.0, 0.02)
@@ -123,13 +141,14 @@ class Discriminator(nn.Module):
         k = num_classes
         self.num_classes, self.in_shape = k, tuple(shape)
         self.cond_all = k > 0 and cfg.d_cond == "all"
+        self.k_in = label_input(cfg, k)
         extra = k if self.cond_all else 0
         widths = [cfg.d_width * 2**i for i in range(stages)]  # e.g. 64x64: [64, 128, 256, 512]
 
         pad, _ = _padding(cfg.kernel)
         self.downs = nn.ModuleList()
         for i in range(stages):
-            cin = channels + k if i == 0 else widths[i - 1] + extra  # the image always sees the label
+            cin = channels + self.k_in if i == 0 else widths[i - 1] + extra  # the image sees the label unless projected
             layers: list[nn.Module] = [nn.Conv2d(cin, widths[i], cfg.kernel, 2, pad, bias=i == 0)]
             if i > 0:
                 layers.append(nn.BatchNorm2d(widths[i]))
@@ -143,6 +162,7 @@ class Discriminator(nn.Module):
         else:
             self.fc = None
         self.out = nn.Linear(flat, 1)
+        self.embed = class_embedding(cfg, k, flat)
         init_weights(self)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -151,7 +171,7 @@ class Discriminator(nn.Module):
         if self.num_classes:
             onehot = F.one_hot(y, self.num_classes).to(x.dtype)  # (N, K)
         for i, block in enumerate(self.downs):
-            if onehot is not None and (i == 0 or self.cond_all):
+            if onehot is not None and ((i == 0 and self.k_in) or self.cond_all):
                 h = torch.cat([h, label_maps(onehot, h)], 1)
             h = block(h)  # (N, width * 2**i, H / 2**(i+1), W / 2**(i+1))
         h = h.flatten(1)  # (N, C_last * s * s)
@@ -161,7 +181,7 @@ class Discriminator(nn.Module):
             h = self.fc(h)  # (N, d_fc)
             if self.cond_all:
                 h = torch.cat([h, onehot], 1)
-        return self.out(h).squeeze(1)  # (N,) logits
+        return projected(self.out(h).squeeze(1), h, self.embed, y)  # (N,) logits
 
 
 MODELS.register("dcgan")(ModelFamily(generator=Generator, discriminator=Discriminator))

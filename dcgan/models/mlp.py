@@ -26,7 +26,7 @@ import torch.nn as nn
 
 from ..config import ModelConfig
 from .family import MODELS, ModelFamily
-from .dcgan import concat_label
+from .dcgan import class_embedding, concat_label, init_weights, label_input, projected
 
 
 def _mlp(sizes: list[int], act: Callable[[], nn.Module]) -> nn.Sequential:
@@ -61,14 +61,20 @@ class Discriminator(nn.Module):
     def __init__(self, cfg: ModelConfig, shape: tuple[int, ...], num_classes: int):
         super().__init__()
         self.num_classes, self.in_shape = num_classes, tuple(shape)
-        sizes = [math.prod(shape) + num_classes] + [cfg.d_width] * cfg.d_depth + [1]
+        sizes = [math.prod(shape) + label_input(cfg, num_classes)] + [cfg.d_width] * cfg.d_depth + [1]
         self.net = _mlp(sizes, lambda: nn.LeakyReLU(0.2, True))
+        self.embed = class_embedding(cfg, num_classes, sizes[-2])
+        if self.embed is not None:
+            init_weights(self.embed)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = x.flatten(1)  # (N, prod(shape))
-        if self.num_classes:
+        if self.num_classes and self.embed is None:
             h = concat_label(h, y, self.num_classes)  # (N, prod(shape) + K)
-        return self.net(h).squeeze(1)  # (N,) logits
+        if self.embed is None:
+            return self.net(h).squeeze(1)  # (N,) logits
+        h = self.net[:-1](h)  # (N, d_width): the last hidden features
+        return projected(self.net[-1](h).squeeze(1), h, self.embed, y)
 
 
 MODELS.register("mlp")(ModelFamily(generator=Generator, discriminator=Discriminator, points=True))

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ..config import ModelConfig
 from ..errors import UserError
 from .family import MODELS, ModelFamily
-from .dcgan import concat_label, init_weights, label_maps
+from .dcgan import class_embedding, concat_label, init_weights, label_input, label_maps, projected
 
 
 def _plan(shape: tuple[int, ...]) -> tuple[bool, int]:
@@ -78,7 +78,7 @@ class Discriminator(nn.Module):
         k, w, c, res = num_classes, cfg.d_width, shape[0], shape[1]
         self.num_classes, self.in_shape = k, tuple(shape)
         layers: list[nn.Module] = []
-        cin = c + k
+        cin = c + label_input(cfg, k)
         for i in range(3):
             layers.append(nn.Conv2d(cin, w * 2**i, 5, 2, 2, bias=i == 0))
             if i:
@@ -87,14 +87,15 @@ class Discriminator(nn.Module):
             cin, res = w * 2**i, (res + 1) // 2
         self.net = nn.Sequential(*layers)
         self.out = nn.Linear(cin * res * res, 1)
+        self.embed = class_embedding(cfg, k, cin * res * res)
         init_weights(self)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = x  # (N, C, H, W)
-        if self.num_classes:
+        if self.num_classes and self.embed is None:
             h = torch.cat([h, label_maps(F.one_hot(y, self.num_classes).to(x.dtype), h)], 1)
         h = self.net(h).flatten(1)  # (N, 4w * H/8 * W/8)
-        return self.out(h).squeeze(1)  # (N,) logits
+        return projected(self.out(h).squeeze(1), h, self.embed, y)  # (N,) logits
 
 
 MODELS.register("nelson")(ModelFamily(generator=Generator, discriminator=Discriminator))

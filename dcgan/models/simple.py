@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from ..config import ModelConfig
 from ..errors import UserError
 from .family import MODELS, ModelFamily
-from .dcgan import init_weights, label_maps
+from .dcgan import class_embedding, init_weights, label_input, label_maps, projected
 
 
 def _check(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -72,7 +72,8 @@ class Discriminator(nn.Module):
         self.num_classes, self.in_shape = k, tuple(shape)
         self.cond_all = k > 0 and cfg.d_cond == "all"
         w = cfg.d_width
-        self.conv1 = nn.Conv2d(channels + k, w, 5, 1, 2)
+        self.k_in = label_input(cfg, k)
+        self.conv1 = nn.Conv2d(channels + self.k_in, w, 5, 1, 2)
         self.conv2 = nn.Conv2d(w + (k if self.cond_all else 0), 2 * w, 5, 1, 2)
         self.drop = nn.Dropout(cfg.dropout)
         flat = 2 * w * (res // 4) ** 2
@@ -80,12 +81,14 @@ class Discriminator(nn.Module):
         outputs = k + 1 if cfg.d_head == "classes" else 1
         self.out = nn.Linear(cfg.d_fc or flat, outputs)
         self.classes_head = cfg.d_head == "classes"
+        self.embed = class_embedding(cfg, k, cfg.d_fc or flat)
         init_weights(self)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h, onehot = x, None  # (N, C, H, W)
         if self.num_classes:
             onehot = F.one_hot(y, self.num_classes).to(x.dtype)
+        if self.k_in:
             h = torch.cat([h, label_maps(onehot, h)], 1)
         h = F.max_pool2d(torch.tanh(self.conv1(h)), 2)  # (N, w, H/2, W/2)
         if self.cond_all:
@@ -95,7 +98,7 @@ class Discriminator(nn.Module):
         if self.fc is not None:
             h = self.drop(F.relu(self.fc(h)))  # (N, d_fc)
         out = self.out(h)  # (N, K+1) or (N, 1)
-        return out if self.classes_head else out.squeeze(1)
+        return out if self.classes_head else projected(out.squeeze(1), h, self.embed, y)
 
 
 MODELS.register("simple")(ModelFamily(generator=Generator, discriminator=Discriminator))

@@ -20,9 +20,11 @@ import numpy as np
 import torch
 
 from .. import checkpoint
-from ..config import Config
+from ..augment import Augment
+from ..config import Config, TrainConfig
 from ..data.prepare import Dataset
 from ..data.raw import kind_of
+from ..errors import UserError
 from ..losses import LOSSES
 from ..models import build_discriminator, build_generator
 from .distributed import Ranks, noise_seed, unwrap
@@ -90,21 +92,28 @@ class Trainer:
         D_train = ranks.wrap(build_discriminator(cfg.model, shape, num_classes).to(device, memory_format=self.fast.memory_format),
                              device, t.sync_bn)
         self.G, self.D = unwrap(G_train), unwrap(D_train)
-        self.ema = EMA(self.G, t.ema_decay) if t.ema_decay > 0 else None
+        self.ema = EMA(self.G, ema_decay(t, self.batch)) if t.ema_decay > 0 or t.ema_kimg > 0 else None
         # fused Adam: one kernel per step, and it skips an update on the device when FiniteGuard finds
-        # a non-finite gradient; capturable (its step count on the device) when the step is a CUDA graph
+        # a non-finite gradient; capturable (its step count on the device) when the step is a CUDA graph.
+        # With optim.lr_decay the learning rates are 0-d tensors on the device, set before each step, so a
+        # captured step reads the new value (a float would be frozen into the graph)
+        lr = (lambda v: torch.tensor(v, device=device)) if o.lr_decay > 0 else (lambda v: v)
         adam = dict(betas=(o.beta1, o.beta2), fused=True, capturable=self.fast.graphs)
-        self.opt_g = FiniteGuard(torch.optim.Adam(self.G.parameters(), lr=o.lr_g, **adam))
-        self.opt_d = FiniteGuard(torch.optim.Adam(self.D.parameters(), lr=o.lr_d, **adam))
+        self.opt_g = FiniteGuard(torch.optim.Adam(self.G.parameters(), lr=lr(o.lr_g), **adam))
+        self.opt_d = FiniteGuard(torch.optim.Adam(self.D.parameters(), lr=lr(o.lr_d), **adam))
+        self.lr_scale = 1.0  # rollbacks multiply it by train.rollback_lr_factor
         # noise and fake labels of the training steps; each rank has its own stream
         self.gen = torch.Generator(device).manual_seed(noise_seed(t.seed, ranks.rank))
         self.health = Health([self.opt_g, self.opt_d], [self.G, self.D], t.max_bad_steps, t.max_rollbacks)
         self.warnings: list[str] = []  # said by the step (a failed graph capture); the loop records them
+        if t.augment and kind_of(shape) != "images":
+            raise UserError(f"train.augment={t.augment!r} changes images; {cfg.data.dataset} holds points: "
+                            f"leave train.augment empty")
         self.step_fn = TrainStep(self.fast.step_module(G_train), self.fast.step_module(D_train), self.opt_g, self.opt_d,
                                  LOSSES.get(cfg.loss.kind), cfg.loss, z_dim=cfg.model.z_dim, num_classes=num_classes,
                                  g_steps=o.g_steps, gen=self.gen, health=self.health, dtype=self.fast.dtype,
                                  channels_last=self.fast.memory_format == torch.channels_last, graphs=self.fast.graphs,
-                                 warn=self.warnings.append)
+                                 warn=self.warnings.append, augment=Augment(t.augment))
         # reading the health counters waits for the device: every step on a CPU, every few on a GPU
         self.check_every = 1 if device.type == "cpu" else HEALTH_CHECK_EVERY
         self.step, self.images_seen, self.elapsed = 0, 0, 0.0
@@ -131,7 +140,9 @@ class Trainer:
         G step(s) (skipped on the device when a gradient is non-finite), the EMA, the counters.
         False when too many steps in a row were skipped: nothing else happened, and the caller rolls
         back (the health counters are read every `check_every` steps and at ticks and the end)."""
-        stats = self.step_fn(x, y)  # (4,) on the device: d_loss, g_loss, D(x), D(G(z))
+        if self.cfg.optim.lr_decay > 0:
+            self._set_lr()
+        stats = self.step_fn(x, y, self.step)  # (4,) on the device: d_loss, g_loss, D(x), D(G(z))
         t = self.cfg.train
         due = (self.step + 1) % self.check_every == 0 or (self.step + 1) % t.tick_every == 0 or self.step + 1 == t.steps
         if due and self.health.check():
@@ -151,6 +162,25 @@ class Trainer:
         self.tick_sums.zero_()
         self.tick_steps = 0
         return means
+
+    def lr_factor(self, step: int) -> float:
+        """What the learning rates are multiplied by at `step`: the rollbacks' factor, and with
+        optim.lr_decay = f the linear fall to 0 over the last f of train.steps."""
+        o, total = self.cfg.optim, self.cfg.train.steps
+        decay = 1.0
+        if o.lr_decay > 0:
+            decay = min(1.0, max(0.0, (total - step) / (o.lr_decay * total)))
+        return self.lr_scale * decay
+
+    def _set_lr(self) -> None:
+        """Set both optimizers' learning rates for the current step (a tensor is filled in place)."""
+        factor = self.lr_factor(self.step)
+        for opt, base in ((self.opt_g, self.cfg.optim.lr_g), (self.opt_d, self.cfg.optim.lr_d)):
+            for group in opt.param_groups:
+                if isinstance(group["lr"], torch.Tensor):
+                    group["lr"].fill_(base * factor)
+                else:
+                    group["lr"] = base * factor
 
     def elapsed_s(self) -> float:
         """Seconds of training in this run, over all its sessions."""
@@ -172,6 +202,7 @@ class Trainer:
             "tick": {"sums": self.tick_sums.cpu(), "steps": self.tick_steps},
             "rng": {**get_rng_state(self.gen), **({"noise_ranks": noise_ranks} if noise_ranks else {})},
             "health": self.health.state(),
+            "lr_scale": self.lr_scale,
         }
 
     def load_state_dict(self, state: dict[str, Any], rollback: bool = False) -> None:
@@ -183,6 +214,12 @@ class Trainer:
             self.ema.model.load_state_dict(state["models"]["G_ema"])
         self.opt_g.load_state_dict(state["optim"]["G"])
         self.opt_d.load_state_dict(state["optim"]["D"])
+        # the rollbacks' factor (older checkpoints: from the learning rate they saved)
+        self.lr_scale = state.get("lr_scale", float(state["optim"]["G"]["param_groups"][0]["lr"]) / self.cfg.optim.lr_g)
+        if self.cfg.optim.lr_decay > 0:  # the tensors this run steps with, whatever the checkpoint saved
+            for opt in (self.opt_g, self.opt_d):
+                for group in opt.param_groups:
+                    group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
         self.step, self.images_seen, self.elapsed = state["step"], state["images_seen"], state["elapsed"]
         self.start_clock()
         self.tick_sums = state["tick"]["sums"].to(self.device)
@@ -226,11 +263,16 @@ class Trainer:
                                    "lower the learning rates (optim.lr_g / optim.lr_d) or check the data")
         bad_step = self.step + 1  # the step being taken (steps count from 1, as in metrics.jsonl)
         self.load_state_dict(good[1], rollback=True)
-        for opt in (self.opt_g, self.opt_d):
-            for group in opt.param_groups:
-                group["lr"] *= self.cfg.train.rollback_lr_factor
+        self.lr_scale *= self.cfg.train.rollback_lr_factor
+        self._set_lr()
         self.step_fn.invalidate()
         return bad_step
+
+
+def ema_decay(t: TrainConfig, batch: int) -> float:
+    """The EMA's per-step decay: from its half-life train.ema_kimg (thousands of images) when set, so
+    the horizon in images does not depend on the batch, else train.ema_decay."""
+    return 0.5 ** (batch / (1000.0 * t.ema_kimg)) if t.ema_kimg > 0 else t.ema_decay
 
 
 # ---- RNG state, stored as tensors so checkpoints load with weights_only=True -------------------
