@@ -4,7 +4,7 @@
                    ("input"), for G (model.g_cond) and for D (model.d_cond); same budget, same seeds.
                    Writes DIR/table.md (FID and label accuracy of each run's EMA generator from
                    dcgan.metrics.evaluate, mean ± std over seeds), DIR/table.json (every number) and
-                   DIR/grid.png (one column block per variant: one row per digit, same noise).
+                   DIR/grid.png (one block per variant, side by side: one row per digit, same noise).
 
 The write-up behind mnist-cdcgan (DCGAN-tensorflow) claimed: injecting the label only at the input
 adds noise; per-layer injection in G cleans the foreground, per-layer in D the background.
@@ -40,13 +40,16 @@ def _mean_std(xs: list[float]) -> str:
 
 def conditioning(out: str | Path, steps: int | None = None, seeds: int = 3, sets: list[str] = (),
                  n_eval: int = 2000, data_dir: str | None = None, preset: str = "mnist-cdcgan",
-                 log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Train `preset` in the four (g_cond, d_cond) variants × `seeds` seeds under `out`, evaluate
-    each run, write table.md / table.json / grid.png. Finished runs (a checkpoint at the full step
-    count) are reused, so an interrupted experiment continues where it stopped."""
+                 log: Callable[[str], None] | None = None, device: str | None = None, batch: int | None = None,
+                 first_seed: int = 0) -> dict[str, Any]:
+    """Train `preset` in the four (g_cond, d_cond) variants × `seeds` seeds (first_seed, first_seed + 1,
+    ...) under `out`, evaluate each run, write table.md / table.json / grid.png. Finished runs (a
+    checkpoint at the full step count) are reused, so an interrupted experiment continues where it
+    stopped. `device` / `batch`: train.device / train.batch of every run (None: the preset's)."""
     from . import checkpoint
     from .config import resolve
-    from .images import make_grid, save_image
+    from .device import pick_device
+    from .images import class_grid, save_image
     from .metrics.evaluate import evaluate
     from .sampling import generate, parse_labels
     from .training import train
@@ -57,11 +60,13 @@ def conditioning(out: str | Path, steps: int | None = None, seeds: int = 3, sets
     out = Path(out)
     rows: dict[str, dict[str, Any]] = {}
     blocks = []
-    flags = {"train.steps": steps}
+    flags = {"train.steps": steps, "train.device": device, "train.batch": batch}
+    pick_device(device)  # a device that is not here: exit 2 before the first run
+    seed_list = list(range(first_seed, first_seed + seeds))
     for g, d in VARIANTS:
         name = variant_name(g, d)
         rows[name] = {"g_cond": g, "d_cond": d, "runs": []}
-        for s in range(seeds):
+        for s in seed_list:
             cfg, _ = resolve(preset, list(sets) + [f"model.g_cond={g}", f"model.d_cond={d}"],
                              {**flags, "train.seed": s})
             run = out / f"{name}-s{s}"
@@ -69,20 +74,21 @@ def conditioning(out: str | Path, steps: int | None = None, seeds: int = 3, sets
             t0 = time.perf_counter()
             if not (found and found[1]["step"] >= cfg.train.steps):
                 log(f"[{name} seed {s}] training {cfg.train.steps} steps → {run}")
-                train(cfg, run, resume=found is not None, data_dir=data_dir, log=lambda m: None)
+                train(cfg, run, resume=found is not None, data_dir=data_dir, log=lambda m: None, preset=preset)
             wall = time.perf_counter() - t0
-            res = evaluate(run, n=n_eval, metrics="fid,label_accuracy", data_dir=data_dir, log=lambda m: None)
+            res = evaluate(run, n=n_eval, metrics="fid,label_accuracy", data_dir=data_dir, log=lambda m: None,
+                           device=device or "auto")
             r = {"seed": s, "run": str(run), "fid": float(res["fid"]), "label_accuracy": float(res["label_accuracy"]["accuracy"]),
                  "train_wall_s": round(wall, 1)}
             rows[name]["runs"].append(r)
             log(f"[{name} seed {s}] FID {r['fid']:.2f}  label accuracy {r['label_accuracy']:.3f}  ({wall:.0f} s)")
-            if s == 0:  # the grid: seed 0 of each variant, 10 columns (digits) x 8 rows, the same noise
+            if s == seed_list[0]:  # the grid: the first seed of each variant, one row per digit x 8 noises
                 G, _ = checkpoint.load_generator(run)
                 k = G.num_classes
                 labels = parse_labels("all", 8 * k, k)
-                blocks.append(generate(G, 8 * k, labels, seed=0).numpy())
-    # one column block per variant, side by side with a white gap
-    grids = [make_grid(b, nrow=b.shape[0] // 8) for b in blocks]
+                blocks.append((generate(G, 8 * k, labels, seed=0).numpy(), labels.numpy()))
+    # one block per variant, side by side with a white gap
+    grids = [class_grid(images, labels) for images, labels in blocks]
     h = max(x.shape[0] for x in grids)
     gap = np.full((h, 12, grids[0].shape[2]), 255, dtype=np.uint8)
     parts = []
@@ -90,7 +96,8 @@ def conditioning(out: str | Path, steps: int | None = None, seeds: int = 3, sets
         parts += ([gap] if i else []) + [x]
     save_image(np.concatenate(parts, 1), out / "grid.png")
 
-    lines = [f"Conditioning experiment: {preset}, {cfg.train.steps} steps, batch {cfg.train.batch}, seeds 0..{seeds - 1}, "
+    lines = [f"Conditioning experiment: {preset}, {cfg.train.steps} steps, batch {cfg.train.batch}, "
+             f"seeds {seed_list[0]}..{seed_list[-1]}, "
              f"overrides {list(sets) or 'none'}; metrics of the EMA generator on n = {n_eval} images vs MNIST test "
              f"(dcgan.metrics.evaluate), mean ± std over seeds.", "",
              "| variant (G label / D label) | FID ↓ | label accuracy ↑ | per seed (FID / acc) |",
@@ -101,8 +108,8 @@ def conditioning(out: str | Path, steps: int | None = None, seeds: int = 3, sets
         row["fid_mean"], row["acc_mean"] = statistics.fmean(fids), statistics.fmean(accs)
         per = ", ".join(f"{r['fid']:.1f} / {r['label_accuracy']:.3f}" for r in row["runs"])
         lines.append(f"| {row['g_cond']} / {row['d_cond']} | {_mean_std(fids)} | {_mean_std(accs)} | {per} |")
-    lines += ["", "grid.png: column blocks left to right = " + ", ".join(rows)
-              + " (seed 0; one column per digit, 8 rows of noise, the same noise in every block)."]
+    lines += ["", "grid.png: blocks left to right = " + ", ".join(rows)
+              + f" (seed {seed_list[0]}; one row per digit, 8 columns of noise, the same noise in every block)."]
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text("\n".join(lines) + "\n")
     summary = {"preset": preset, "steps": cfg.train.steps, "batch": cfg.train.batch, "seeds": seeds,

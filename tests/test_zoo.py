@@ -272,7 +272,8 @@ def test_conditioning_experiment_tiny(tmp_path):
     table = (out / "table.md").read_text()
     for g, d in [("all", "all"), ("all", "input"), ("input", "all"), ("input", "input")]:
         assert f"| {g} / {d} |" in table
-    assert Image.open(out / "grid.png").size[0] > 4 * 10 * 28
+    # four blocks side by side (12-pixel gaps), each one row per digit and 8 columns of noise
+    assert Image.open(out / "grid.png").size == (4 * (8 * 30 + 2) + 3 * 12, 10 * 30 + 2)
     data = json.loads((out / "table.json").read_text())
     assert len(data["variants"]) == 4
 
