@@ -342,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "train.checkpoint_minutes, 10)")
     s.add_argument("--seed", type=int, help="random seed (train.seed)")
     s.add_argument("--device", help=DEVICE_HELP + " (train.device)")
-    s.add_argument("--resume", action="store_true", help="continue the run in --out from its newest readable checkpoint")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out from its newest complete checkpoint")
     s.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
     s.add_argument("--target-fid", type=float,
                    help=f"stop once the EMA generator's FID <= this (eval.target_fid; measures every "
