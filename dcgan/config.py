@@ -119,6 +119,10 @@ class TrainConfig:
     # torch.compile G and D inside the training step (fuses batch norm, activations and casts into fewer
     # kernels); the first steps take longer while it compiles. Off by default
     compile: bool = False
+    # seconds between the time-based progress lines (step, img/s, ETA) printed besides the tick lines; the
+    # first comes after min(10, this) seconds. Read off the wall clock and the step counter only, so they cost
+    # no device sync. 0 = tick lines only
+    progress_seconds: float = 20.0
 
 
 @dataclass
@@ -235,6 +239,7 @@ class Config:
             (t.prefetch >= 1, f"train.prefetch must be >= 1, got {t.prefetch}"),
             (t.precision in ("auto", "fp32", "bf16"), f"train.precision must be auto, fp32 or bf16, got {t.precision!r}"),
             (0 <= t.seed < 2**32, f"train.seed must be in [0, 2**32), got {t.seed}"),
+            (t.progress_seconds >= 0, f"train.progress_seconds must be >= 0 (0 = tick lines only), got {t.progress_seconds}"),
             (re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device) is not None,
              f"train.device must be auto, cpu, cuda or cuda:N, got {t.device!r}"),
         ]
@@ -261,6 +266,7 @@ RESUMABLE_CHANGES = {
     "train.device", "train.num_threads", "train.tensorboard",
     "train.placement", "train.prefetch", "train.precision", "train.channels_last", "train.cuda_graphs", "train.compile",
     "train.deterministic",
+    "train.progress_seconds",
 }
 
 

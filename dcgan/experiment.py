@@ -18,11 +18,14 @@ CONDITIONING_GRID = ["model.g_cond=all,input", "model.d_cond=all,input"]
 
 def conditioning(out: str | Path, steps: int | None = None, seeds: int = 3, sets: list[str] = (),
                  n_eval: int = 2000, data_dir: str | None = None, preset: str = "mnist-cdcgan",
-                 device: str | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """The conditioning sweep of `preset` (its own step count unless `steps`); see dcgan/sweep.py."""
+                 device: str | None = None, log: Callable[[str], None] | None = None, batch: int | None = None,
+                 first_seed: int = 0) -> dict[str, Any]:
+    """The conditioning sweep of `preset` (its own step count unless `steps`; `batch`: train.batch of
+    every run; seeds first_seed, first_seed + 1, ...); see dcgan/sweep.py."""
     from .config import resolve
     from .sweep import sweep
 
-    steps = steps if steps is not None else resolve(preset, list(sets), {})[0].train.steps
-    return sweep(preset, out, grid=CONDITIONING_GRID, seeds=seeds, steps=steps, n_eval=n_eval, sets=list(sets),
-                 device=device, data_dir=data_dir, log=log)
+    sets = list(sets) + ([f"train.batch={batch}"] if batch else [])
+    steps = steps if steps is not None else resolve(preset, sets, {})[0].train.steps
+    return sweep(preset, out, grid=CONDITIONING_GRID, seeds=seeds, steps=steps, n_eval=n_eval, sets=sets,
+                 device=device, data_dir=data_dir, log=log, first_seed=first_seed)

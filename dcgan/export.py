@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import platform
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -54,58 +55,72 @@ def _run_folder(ckpt_path: Path) -> Path | None:
     return run if (run / "config.toml").exists() or (run / "metrics.jsonl").exists() else None
 
 
-def _load_run(run: str | Path):
+def _load_run(run: str | Path, device: str | torch.device = "cpu"):
     from .checkpoint import load_generator
 
     p = Path(run)
     if is_export_dir(p):
         raise UserError(f"{p} is already an export; give the run folder or checkpoint it came from")
-    G, info = load_generator(p, device="cpu")
+    G, info = load_generator(p, device=device)
     return G, info
 
 
-def _sample_grid(G: torch.nn.Module, path: Path) -> None:
-    from .images import save_grid
+def _sample_grid(G: torch.nn.Module, path: Path, seed: int = 0) -> None:
+    from .images import class_grid, save_grid, save_image
     from .sampling import generate
 
     K = G.num_classes
     labels = torch.arange(K).repeat_interleave(10) if K else None
-    images = generate(G, K * 10 if K else 64, labels, seed=0)
-    save_grid(images.numpy(), path, nrow=10 if K else 8)
+    images = generate(G, K * 10 if K else 64, labels, seed=seed)
+    if K:  # one row per class, 10 noises each
+        save_image(class_grid(images.numpy(), labels.numpy()), path)
+    else:
+        save_grid(images.numpy(), path, nrow=8)
 
 
-def export_hf(run: str | Path, out: str | Path) -> dict[str, Any]:
-    from safetensors.torch import save_file
+def _preset(run_dir: Path | None, payload: dict[str, Any]) -> str | None:
+    """The preset (or TOML file) the run was made from, as recorded at its creation (run.json, then the
+    checkpoint); for a run made before either existed, read off a default-named folder."""
+    from .files import run_info
+
+    recorded = (run_info(run_dir).get("preset") if run_dir else None) or payload.get("preset")
+    return recorded or (_preset_of(run_dir.name) if run_dir else None)
+
+
+def export_hf(run: str | Path, out: str | Path, device: str | torch.device = "cpu", seed: int = 0) -> dict[str, Any]:
+    from safetensors.torch import save as safetensors_bytes
 
     from .version import __version__
     from .checkpoint import load as load_ckpt
+    from .files import atomic_write
 
-    G, info = _load_run(run)
+    G, info = _load_run(run, device)
     out = _out_dir(out)
     ckpt = Path(info["path"])
     run_dir = _run_folder(ckpt)
     cfg = info["config"].to_dict()
-    payload = load_ckpt(ckpt)  # images_seen and elapsed (checkpoint.py stays the only reader of the format)
+    payload = load_ckpt(ckpt)  # images_seen, elapsed, preset (checkpoint.py stays the only reader of the format)
     config = {
         "format": EXPORT_FORMAT, "format_version": EXPORT_VERSION,
         "model": cfg["model"],
         "data": {"shape": list(info["data"]["shape"]), "num_classes": info["data"]["num_classes"],
                  "class_names": list(info["data"].get("class_names") or []),
                  "dataset": info["data"].get("dataset"), "content_hash": info["data"].get("content_hash")},
-        "z_dim": G.z_dim, "output_range": [-1.0, 1.0],
+        "z_dim": G.z_dim, "output_range": [-1.0, 1.0], "sample_seed": seed,
         "weights": info["generator"],  # "ema" or "raw"
-        "run": {"name": run_dir.name if run_dir else None, "preset": _preset_of(run_dir.name) if run_dir else None,
+        "run": {"name": run_dir.name if run_dir else None, "preset": _preset(run_dir, payload),
                 "checkpoint": ckpt.name, "step": info["step"], "images_seen": payload.get("images_seen"),
                 "elapsed_s": payload.get("elapsed")},
         "config": cfg,
         "versions": {"dcgan": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in G.state_dict().items()}
-    save_file(tensors, str(out / "model.safetensors"))
+    # written like the other files (safetensors' own save_file makes the file 0600, unlike the rest)
+    atomic_write(out / "model.safetensors", safetensors_bytes(tensors))
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     images = kind_of(tuple(G.out_shape)) == "images"
     if images:
-        _sample_grid(G, out / "sample.png")
+        _sample_grid(G, out / "sample.png", seed)
     (out / "README.md").write_text(model_card(config, newest_eval(run_dir / "metrics.jsonl") if run_dir else None,
                                                 has_sample=images))
     files = ["config.json", "model.safetensors", "README.md"] + (["sample.png"] if images else [])
@@ -146,10 +161,11 @@ def model_card(config: dict[str, Any], evaluation: dict[str, Any] | None, has_sa
         lines += [f"Classes: {', '.join(f'{i} = {n}' for i, n in enumerate(data['class_names']))}.", ""]
     if has_sample:
         lines += ["## Samples", "", "![samples](sample.png)", "",
-                  "`sample.png`: seed 0" + (", one row per class." if K else "."), ""]
+                  f"`sample.png`: seed {config.get('sample_seed', 0)}" + (", one row per class." if K else "."), ""]
     lines += ["## Metrics", ""]
     if evaluation:
-        keep = {k: v for k, v in evaluation.items() if k not in ("protocol", "kind", "reference_cache")}
+        # "time" is when it was measured (seconds since 1970): a date, not a metric
+        keep = {k: v for k, v in evaluation.items() if k not in ("protocol", "kind", "reference_cache", "time")}
         rows = []
         for k, v in keep.items():
             if isinstance(v, dict):
@@ -158,7 +174,10 @@ def model_card(config: dict[str, Any], evaluation: dict[str, Any] | None, has_sa
                         rows.append((f"{k}.{kk}", vv))
             elif isinstance(v, (int, float)) and not isinstance(v, bool):
                 rows.append((k, v))
-        lines += ["The newest evaluation in the run's metrics.jsonl:", "", "| metric | value |", "|---|---|"]
+        when = evaluation.get("time")
+        measured = (f", measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(when))}"
+                    if isinstance(when, (int, float)) and not isinstance(when, bool) else "")
+        lines += [f"The newest evaluation in the run's metrics.jsonl{measured}:", "", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in rows]
         lines += ["", "Protocol (numbers are comparable only under the same protocol):", "", "```json",
                   json.dumps(evaluation.get("protocol", {}), indent=1), "```", ""]
@@ -280,7 +299,9 @@ def export_onnx(run: str | Path, out: str | Path, check_batches: tuple[int, ...]
             "max_abs_diff": worst, "checked_batches": list(check_batches)}
 
 
-def export(run: str | Path, fmt: str, out: str | Path) -> dict[str, Any]:
+def export(run: str | Path, fmt: str, out: str | Path, device: str | torch.device = "cpu", seed: int = 0) -> dict[str, Any]:
+    """`device`: where the hf export's sample.png (noise `seed`) is generated; the ONNX model is traced
+    and checked on the CPU, against the CPU onnxruntime."""
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose from [{', '.join(FORMATS)}]")
-    return export_hf(run, out) if fmt == "hf" else export_onnx(run, out)
+    return export_hf(run, out, device, seed) if fmt == "hf" else export_onnx(run, out)

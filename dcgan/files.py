@@ -65,6 +65,18 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+RUN_INFO = "run.json"  # in a run folder: what the run was made from, {"preset": a preset name or a TOML file's path}
+
+
+def run_info(run: Path) -> dict[str, Any]:
+    """RUN/run.json, or {} for a run made before it existed (or a damaged one: it only informs)."""
+    try:
+        info = json.loads((Path(run) / RUN_INFO).read_text())
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """metrics.jsonl's records, oldest first; a torn or foreign line (e.g. the last one after a crash)
     is skipped."""

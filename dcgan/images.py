@@ -41,3 +41,25 @@ def save_image(array: np.ndarray, path: str | Path) -> None:
 
 def save_grid(images: np.ndarray, path: str | Path, nrow: int) -> None:
     save_image(make_grid(images, nrow), path)
+
+
+def class_grid(images: np.ndarray, labels: np.ndarray, pad: int = 2, fill: int = 0) -> np.ndarray:
+    """uint8 (N, C, H, W) with their labels (N,) → one grid with one row per class, the classes in the
+    order they first appear and each row that class's images in order; a shorter row ends in blank
+    cells. Rows are classes in every class grid dcgan draws (training grids, `dcgan sample`, the hf
+    export's sample.png, the experiment's grid, the report), so they all read the same way."""
+    labels = np.asarray(labels)
+    rows = [np.flatnonzero(labels == c) for c in dict.fromkeys(labels.tolist())]
+    width = max(len(r) for r in rows)
+    cells = np.full((len(rows) * width, *images.shape[1:]), fill, dtype=np.uint8)
+    for i, r in enumerate(rows):
+        cells[i * width : i * width + len(r)] = images[r]
+    return make_grid(cells, nrow=width, pad=pad, fill=fill)
+
+
+def sample_grid(images: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+    """The default picture of samples: one row per class when they show more than one class
+    (class_grid), else a square-ish grid (ceil(sqrt(N)) columns)."""
+    if labels is not None and len(np.unique(labels)) > 1:
+        return class_grid(images, labels)
+    return make_grid(images, nrow=int(np.ceil(np.sqrt(len(images)))))

@@ -44,7 +44,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 def interpolation_noise(z_dim: int, seed_a: int, seed_b: int, steps: int) -> torch.Tensor:
     """(steps, z_dim) float32: slerp from noise(seed_a) to noise(seed_b); the ends are exactly those noises."""
     if steps < 2:
-        raise UserError(f"--steps must be >= 2 (the two ends), got {steps}")
+        raise UserError(f"--frames must be >= 2 (the two ends), got {steps}")
     za, zb = noise(1, z_dim, seed_a)[0], noise(1, z_dim, seed_b)[0]
     z = slerp(za, zb, torch.linspace(0, 1, steps)).float()
     z[0], z[-1] = za, zb

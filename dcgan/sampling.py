@@ -11,12 +11,18 @@ from .errors import UserError
 from .images import from_uint8, to_uint8
 
 
+# `dcgan sample --labels ...` of an unconditional run, whatever the value ('all' included)
+UNCONDITIONAL_LABELS = "this generator is unconditional (it takes no labels); drop --labels"
+
+
 def label_cycle(spec: str | None, num_classes: int) -> torch.Tensor | None:
     """The labels `spec` asks for, as the cycle they repeat: 'all' → 0..K-1, '3' → [3], '0,1,2' →
-    [0, 1, 2]; None for an unconditional generator. Sample i gets cycle[i % len(cycle)]."""
+    [0, 1, 2]; None for an unconditional generator. Sample i gets cycle[i % len(cycle)].
+    'all' of an unconditional generator is None (the metrics ask for 'all' of any generator); the
+    command line refuses any --labels for one (UNCONDITIONAL_LABELS)."""
     if num_classes == 0:
         if spec not in (None, "all"):
-            raise UserError("this generator is unconditional; drop --labels")
+            raise UserError(UNCONDITIONAL_LABELS)
         return None
     spec = spec or "all"
     if spec == "all":
@@ -124,6 +130,9 @@ def load_discriminator(run_or_file, device: str | torch.device = "cpu") -> torch
     cfg = Config.from_dict(state["config"], where=str(path))
     data = state["data"]
     D = build_discriminator(cfg.model, tuple(data["shape"]), data["num_classes"])
+    if "D" not in state["models"]:
+        raise UserError(f"{path} is a slim checkpoint (the generator only, kept for sampling); the discriminator is in "
+                        f"the run's newest checkpoint: give the run folder")
     try:
         D.load_state_dict(state["models"]["D"])
     except (RuntimeError, KeyError) as e:

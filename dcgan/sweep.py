@@ -58,9 +58,9 @@ def variant_name(assignment: list[tuple[str, Any]]) -> str:
 
 def sweep(base: str, out: str | Path, *, grid: list[str] = (), seeds: int = 3, steps: int | None = None,
           kimg: float | None = None, n_eval: int = 10000, sets: list[str] = (), device: str | None = None,
-          data_dir: str | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+          data_dir: str | None = None, log: Callable[[str], None] | None = None, first_seed: int = 0) -> dict[str, Any]:
     """Train and measure every combination of `grid` (key=v1,v2 strings) over `seeds` seeds; write the
-    tables and grids under `out`; return the summary (table.json's content)."""
+    tables and grids under `out`; return the summary (table.json's content). Seeds: first_seed, first_seed + 1, ..."""
     from . import checkpoint
     from .images import save_grid
     from .metrics.evaluate import evaluate
@@ -81,7 +81,7 @@ def sweep(base: str, out: str | Path, *, grid: list[str] = (), seeds: int = 3, s
     # every combination's config is resolved (and so checked) before the first run trains
     plans = []
     for assignment in combos:
-        for seed in range(seeds):
+        for seed in range(first_seed, first_seed + seeds):
             cfg, _ = resolve(base, list(sets), {**flags, "train.seed": seed})
             for key, value in assignment:
                 cfg.set(key, value, where="--grid")
@@ -100,7 +100,7 @@ def sweep(base: str, out: str | Path, *, grid: list[str] = (), seeds: int = 3, s
         found = checkpoint.latest(run) if run.is_dir() else None
         if not (found and found[1]["step"] >= cfg.train.steps):
             log(f"[{name} seed {seed}] training {cfg.train.steps} steps → {run}")
-            train(cfg, run, resume=found is not None, data_dir=data_dir,
+            train(cfg, run, resume=found is not None, data_dir=data_dir, preset=base,
                   log=lambda m, where=f"[{name} seed {seed}]": log(f"{where} {m}"))  # the run's lines, labelled
         measured = run / "sweep-eval.json"
         state = checkpoint.latest(run)[1]
@@ -126,7 +126,7 @@ def sweep(base: str, out: str | Path, *, grid: list[str] = (), seeds: int = 3, s
             images = images.view(10, k, *images.shape[1:]).transpose(0, 1).reshape(images.shape)
         save_grid(images.numpy(), out / "grids" / f"{name}-s{seed}.png", nrow=10)
 
-    summary = {"base": base, "grid": {k: v for k, v in axes}, "seeds": seeds, "steps": plans[0][3].train.steps,
+    summary = {"base": base, "grid": {k: v for k, v in axes}, "seeds": seeds, "first_seed": first_seed, "steps": plans[0][3].train.steps,
                "batch": plans[0][3].train.batch, "kimg": plans[0][3].train.steps * plans[0][3].train.batch / 1000,
                "n_eval": n_eval, "sets": list(sets), "variants": results}
     for row in results.values():
@@ -158,7 +158,7 @@ def late_over_best(run: Path, images_seen: int) -> dict[str, Any]:
 def table_md(summary: dict[str, Any]) -> str:
     cols = [c for c in COLUMNS if any(c[0] in v["mean"] for v in summary["variants"].values())]
     lines = [f"Sweep of {summary['base']}: {summary['steps']} steps of batch {summary['batch']} "
-             f"({summary['kimg']:g}k images) per run, seeds 0..{summary['seeds'] - 1}, overrides "
+             f"({summary['kimg']:g}k images) per run, seeds {summary.get('first_seed', 0)}..{summary.get('first_seed', 0) + summary['seeds'] - 1}, overrides "
              f"{summary['sets'] or 'none'}; `dcgan eval` of each run's EMA generator at n = {summary['n_eval']} against "
              f"the test split, mean ± std over the seeds.", "",
              "| variant | " + " | ".join(title for _, title, _ in cols) + " | FID per seed |",

@@ -13,9 +13,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def real_data_root() -> Path:
-    """$DCGAN_DATA (a relative value is taken from the repo root), else ../shared/data beside the repo."""
+    """Where dcgan itself reads MNIST from: $DCGAN_DATA (a relative value is taken from the repo root),
+    else dcgan's default data root (~/.cache/dcgan), where `dcgan prepare mnist` puts it. So a fresh
+    clone runs plain `python -m pytest -q`, and the real-MNIST tests run once MNIST is fetched."""
     env = os.environ.get("DCGAN_DATA")
-    return REPO_ROOT / env if env else REPO_ROOT.parent / "shared" / "data"
+    if env:
+        return REPO_ROOT / env
+    from dcgan.data.prepare import data_root
+
+    return data_root()
 
 
 def has_mnist() -> bool:
@@ -25,8 +31,22 @@ def has_mnist() -> bool:
 # Every skip for lack of real MNIST says this (in its reason), so the end of the run can count them.
 MNIST_MISSING = "real MNIST not found"
 REQUIRE_MNIST = "DCGAN_REQUIRE_MNIST"  # =1: a run in which any test skipped for lack of MNIST fails
+HOW_TO_GET_MNIST = ("get it with `dcgan prepare mnist` (downloads it to $DCGAN_DATA/mnist, else ~/.cache/dcgan/mnist), "
+                    "or point DCGAN_DATA at a folder holding mnist/")
 
-needs_mnist = pytest.mark.skipif(not has_mnist(), reason=f"{MNIST_MISSING} (set DCGAN_DATA)")
+
+def mnist_skip_reason() -> str:
+    """The reason of every skip for lack of real MNIST: what was looked for, where, and how to get it."""
+    return f"{MNIST_MISSING} in {real_data_root() / 'mnist'}: {HOW_TO_GET_MNIST}"
+
+
+def skip_without_mnist() -> None:
+    """Inside a test or fixture: skip it, with that reason, when real MNIST is not there."""
+    if not has_mnist():
+        pytest.skip(mnist_skip_reason())
+
+
+needs_mnist = pytest.mark.skipif(not has_mnist(), reason=mnist_skip_reason())
 
 
 # ---- the skips for lack of MNIST: counted, said at the end, a failure under DCGAN_REQUIRE_MNIST=1 ----
@@ -76,8 +96,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         return
     n = len(tracker.nodeids)
     what = f"{n} test{'s' if n != 1 else ''} skipped for lack of real MNIST (looked for {real_data_root() / 'mnist'})"
-    how = ("get it with `DCGAN_DATA=DIR dcgan prepare mnist` (downloads it to DIR/mnist) and run with DCGAN_DATA=DIR, "
-           "or point DCGAN_DATA at a folder holding mnist/")
+    how = HOW_TO_GET_MNIST
     if _mnist_required():
         terminalreporter.write_line(f"{REQUIRE_MNIST}={os.environ[REQUIRE_MNIST]} and {what}: failing the run; {how}",
                                     red=True, bold=True)
@@ -108,8 +127,7 @@ TINY = ["model.g_width=8", "model.d_width=8", "model.g_fc=32", "model.d_fc=32", 
 def train_tiny_run(out: Path) -> Path:
     """A 6-step `mnist-cdcgan` run at TINY widths with a tick every 2 steps, in `out` (skips the
     test without real MNIST): the run the report, export and interpolation tests read."""
-    if not has_mnist():
-        pytest.skip(f"{MNIST_MISSING} (set DCGAN_DATA)")
+    skip_without_mnist()
     from dcgan.cli import main
 
     sets = [a for item in TINY for a in ("--set", item)]

@@ -269,3 +269,70 @@ def test_prune_never_keeps_a_damaged_checkpoint_in_place_of_an_intact_one(tmp_pa
     assert names == [checkpoint.name_for(s) for s in (20, 25, 30, 40, 50)]  # 10 went: the newest 2 intact are kept
     assert not checkpoint.intact(checkpoint.checkpoint_dir(tmp_path) / checkpoint.name_for(30))
     assert checkpoint.intact(checkpoint.checkpoint_dir(tmp_path) / checkpoint.name_for(20))
+
+
+# ---- complete and slim checkpoints ----------------------------------------------------------------
+
+def complete_state(step: int) -> dict:
+    g = torch.Generator().manual_seed(step)
+    return {**state(step), "preset": "p", "elapsed": 1.5,
+            "models": {"G": {"w": torch.randn(4, 3, generator=g)}, "D": {"w": torch.randn(5, generator=g)},
+                       "G_ema": {"w": torch.randn(4, 3, generator=g)}},
+            "optim": {"G": {"state": {}}, "D": {"state": {}}}, "rng": {"noise": torch.zeros(3)},
+            "tick": {"steps": 0}, "health": {}}
+
+
+def test_prune_keeps_the_newest_complete_and_makes_the_older_kept_ones_slim(tmp_path):
+    folder = checkpoint.checkpoint_dir(tmp_path)
+    for s in (10, 20, 30, 40):
+        checkpoint.save(complete_state(s), folder / checkpoint.name_for(s))
+    checkpoint.prune(tmp_path, 3, written=folder / checkpoint.name_for(40))
+    paths = checkpoint.list_checkpoints(tmp_path)
+    assert [p.name for p in paths] == [checkpoint.name_for(s) for s in (20, 30, 40)]
+    assert [checkpoint.is_slim(p) for p in paths] == [True, True, False]
+    slim = checkpoint.load(paths[0])
+    assert set(slim) == {"config", "data", "step", "images_seen", "elapsed", "preset", "models", "slim"}
+    assert set(slim["models"]) == {"G_ema"} and torch.equal(slim["models"]["G_ema"]["w"],
+                                                            complete_state(20)["models"]["G_ema"]["w"])
+    assert checkpoint.load(paths[-1]).keys() == complete_state(40).keys()
+    assert paths[0].stat().st_size < paths[-1].stat().st_size
+    mtime = paths[0].stat().st_mtime_ns
+    checkpoint.prune(tmp_path, 3)  # slim already: not rewritten
+    assert paths[0].stat().st_mtime_ns == mtime
+
+
+def test_newest_complete_passes_over_slim_ones_without_calling_them_damaged(tmp_path):
+    folder = checkpoint.checkpoint_dir(tmp_path)
+    for s in (10, 20, 30):
+        checkpoint.save(complete_state(s), folder / checkpoint.name_for(s))
+    checkpoint.prune(tmp_path, 3)
+    (path, state_), damaged = checkpoint.newest_readable(tmp_path, complete=True)
+    assert state_["step"] == 30 and damaged == []
+    newest = folder / checkpoint.name_for(30)
+    newest.write_bytes(newest.read_bytes()[:300])
+    found, damaged = checkpoint.newest_readable(tmp_path, complete=True)
+    assert found is None and [p.name for p, _ in damaged] == [newest.name]  # slim 20 and 10: passed over
+    assert checkpoint.newest_readable(tmp_path)[0][1]["step"] == 20  # sampling reads the slim one
+
+
+def test_a_run_without_ema_keeps_its_raw_generator_in_slim_checkpoints():
+    full = complete_state(5)
+    full["models"]["G_ema"] = None
+    assert set(checkpoint.slim(full)["models"]) == {"G"}
+
+
+def test_estimated_sizes_match_the_written_files(tmp_path):
+    """The estimate from tensor sizes (what `dcgan train --dry-run` prints) against real files."""
+    G, D = torch.nn.Linear(300, 200), torch.nn.Sequential(torch.nn.Linear(200, 100), torch.nn.BatchNorm1d(100))
+    ema = torch.nn.Linear(300, 200)
+    adam = lambda m: {"state": {i: {"step": torch.tensor(1.0), "exp_avg": torch.zeros_like(p),  # noqa: E731
+                                    "exp_avg_sq": torch.zeros_like(p)} for i, p in enumerate(m.parameters())},
+                      "param_groups": [{"lr": 1e-4, "params": list(range(len(list(m.parameters()))))}]}
+    full = {"config": {}, "data": {}, "step": 1, "images_seen": 1, "elapsed": 0.0,
+            "models": {"G": G.state_dict(), "D": D.state_dict(), "G_ema": ema.state_dict()},
+            "optim": {"G": adam(G), "D": adam(D)}}
+    checkpoint.save(full, tmp_path / "full.ckpt")
+    checkpoint.save(checkpoint.slim(full), tmp_path / "slim.ckpt")
+    complete, slim = checkpoint.estimate_bytes(G, D, ema=True)
+    assert (tmp_path / "full.ckpt").stat().st_size == pytest.approx(complete, rel=0.03)
+    assert (tmp_path / "slim.ckpt").stat().st_size == pytest.approx(slim, rel=0.03)

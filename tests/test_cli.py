@@ -126,3 +126,95 @@ def test_out_is_a_file(tmp_path, capsys):
 def test_a_toml_file_that_does_not_exist(tmp_path, capsys):
     assert main(["train", str(tmp_path / "mine.toml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# ---- one flag vocabulary --------------------------------------------------------------------------
+
+def subparsers():
+    """{command: its parser} of `dcgan`."""
+    import argparse
+
+    from dcgan.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices
+
+
+# the commands that run a model: (shows progress, so takes --quiet; has a batch size, so takes --batch)
+MODEL_COMMANDS = {"train": (True, True), "sample": (True, True), "experiment": (True, True), "bench": (True, True),
+                  "interpolate": (False, False), "export": (False, False)}
+
+
+def test_every_option_and_positional_has_a_help_line():
+    import argparse
+
+    missing = []
+    for name, parser in subparsers().items():
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
+                continue  # -h, and the hidden old spellings
+            if name == "eval" and "--batch" not in action.option_strings:
+                continue  # dcgan eval's own flags belong to dcgan/metrics/cli.py
+            if not (action.help or "").strip():
+                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+    assert missing == []
+
+
+@pytest.mark.parametrize("command", sorted(MODEL_COMMANDS))
+def test_commands_that_run_a_model_share_the_flags(command):
+    """--device (one help, one check), --seed, --data-dir everywhere; --quiet where progress is shown;
+    --batch where there is a batch size; --steps only ever means training steps."""
+    import argparse
+
+    from dcgan.cli import DEVICE_HELP
+
+    quiet, batch = MODEL_COMMANDS[command]
+    options = subparsers()[command]._option_string_actions
+    for flag in ("--device", "--seed", "--data-dir"):
+        assert flag in options, f"{command} {flag}"
+    assert options["--device"].help.startswith(DEVICE_HELP)
+    assert ("--quiet" in options) == quiet and ("--batch" in options) == batch
+    if "--batch-size" in options:
+        assert options["--batch-size"].help == argparse.SUPPRESS  # a hidden old spelling
+    if "--steps" in options and options["--steps"].help != argparse.SUPPRESS:
+        assert "training steps" in options["--steps"].help
+
+
+@pytest.mark.parametrize("argv", [
+    ["sample", "RUN", "--out", "{tmp}/s.png"],
+    ["interpolate", "RUN", "--seed", "1", "--to-seed", "2", "--out", "{tmp}/i.png"],
+    ["export", "RUN", "--format", "hf", "--out", "{tmp}/hf"],
+    ["bench", "mnist-dcgan", "--iters", "1"],
+    ["train", "mnist-dcgan", "--steps", "1", "--out", "{tmp}/run"],
+    ["experiment", "conditioning", "--steps", "1", "--out", "{tmp}/exp"],
+])
+@pytest.mark.parametrize("device", ["cuda:99", "foo"])
+def test_a_device_that_is_not_here_is_one_line_and_exit_2_in_every_command(argv, device, tmp_path, capsys):
+    """cuda:99 is valid but absent (no CUDA, or fewer devices), foo is not a device: both exit 2 with one
+    line naming --device, before anything is read or written."""
+    argv = [a.replace("{tmp}", str(tmp_path)).replace("RUN", str(tmp_path / "no-run")) for a in argv]
+    capsys.readouterr()
+    assert main([*argv, "--device", device]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("dcgan: error: ") and device in err and "device" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_old_spellings_still_parse_with_a_one_line_notice(capsys):
+    from dcgan.cli import build_parser
+
+    parser = build_parser()
+    capsys.readouterr()
+    assert parser.parse_args(["bench", "mnist-dcgan", "--steps", "7"]).iters == 7
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "--steps is deprecated" in err[0] and "--iters" in err[0]
+    assert parser.parse_args(["bench", "mnist-dcgan"]).iters == 200  # the default is --iters'
+    assert parser.parse_args(["interpolate", "R", "--steps", "5", "--out", "x.png"]).frames == 5
+    assert "--frames" in capsys.readouterr().err
+    # the batch flag: --batch everywhere; sample's old --batch-size is a silent hidden alias
+    assert parser.parse_args(["sample", "R", "--out", "x.png", "--batch-size", "9"]).batch_size == 9
+    assert parser.parse_args(["sample", "R", "--out", "x.png", "--batch", "9"]).batch_size == 9
+    assert parser.parse_args(["sample", "R", "--out", "x.png"]).batch_size == 500
+    assert capsys.readouterr().err == ""
+    assert parser.parse_args(["train", "p", "--batch", "32"]).batch == 32
+    assert parser.parse_args(["eval", "RUN", "--batch", "32"]).batch_size == 32  # eval's --batch-size, by the shared name

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import real_data_root
+from conftest import mnist_skip_reason, real_data_root
 from dcgan.data.download import (
     DATASETS,
     MIRROR_ENV,
@@ -210,6 +210,30 @@ def test_offline_error_names_every_missing_file_and_the_folder(tmp_path, dead_ur
     assert leftovers(tmp_path / "toy") == ["two.gz"]
 
 
+def test_offline_error_lists_every_file_of_the_dataset_at_once(tmp_path, dead_url, monkeypatch):
+    """Training asks for the two training files; the message names all four that are missing (the
+    test files too, which the first evaluation would otherwise ask for later) and the folder."""
+    monkeypatch.setenv(MIRROR_ENV, dead_url)
+    names = ["train-x.gz", "train-y.gz", "test-x.gz", "test-y.gz"]
+    spec = make_spec({n: n.encode() for n in names})
+    with pytest.raises(UserError) as err:
+        ensure_files(tmp_path, "toy", names[:2], spec=spec, **fast())
+    message = str(err.value)
+    assert f"Put {', '.join(names)} into {tmp_path / 'toy'}{os.sep}" in message
+
+
+def test_a_failed_download_leaves_no_empty_folder_behind(tmp_path, dead_url, monkeypatch):
+    monkeypatch.setenv(MIRROR_ENV, dead_url)
+    root = tmp_path / "fresh" / "data"  # neither exists yet
+    with pytest.raises(UserError):
+        ensure_files(root, "toy", spec=make_spec({"a.gz": b"1"}), **fast())
+    assert not (tmp_path / "fresh").exists()
+    (tmp_path / "mine").mkdir()  # a folder that was there before stays
+    with pytest.raises(UserError):
+        ensure_files(tmp_path / "mine", "toy", spec=make_spec({"a.gz": b"1"}), **fast())
+    assert (tmp_path / "mine").is_dir() and not (tmp_path / "mine" / "toy").exists()
+
+
 def test_falls_back_to_next_mirror_without_retrying_404(tmp_path, server):
     url, state = server
     raw = b"z" * 100
@@ -291,6 +315,6 @@ def test_builtin_specs_cover_the_four_files():
 def test_builtin_mnist_pins_match_real_files():
     root = real_data_root()
     if not (root / "mnist" / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip(f"real MNIST not found under {root}")
+        pytest.skip(mnist_skip_reason())
     verify_files(root, "mnist")
     assert set(ensure_files(root, "mnist")) == {f.name for f in DATASETS["mnist"].files}

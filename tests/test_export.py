@@ -141,3 +141,83 @@ def test_sample_from_the_export_equals_sample_from_the_run(run, hf, tmp_path):
     assert main(["sample", str(hf), "--n", "12", "--seed", "4", "--out", str(b)]) == 0
     ra, rb = np.load(a), np.load(b)
     assert np.array_equal(ra["images"], rb["images"]) and np.array_equal(ra["labels"], rb["labels"])
+
+
+# ---- the model card of a run made with --out; the files' permissions; the sample grid --------------
+
+@pytest.fixture(scope="module")
+def named_run(tmp_path_factory):
+    """A run whose folder name says nothing of its preset (as the README's `--out runs/c1`), with one
+    evaluation line that carries its time as seconds since 1970."""
+    out = train_tiny_run(tmp_path_factory.mktemp("named") / "c1")
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"kind": "eval", "step": 6, "time": 1.796e9, "fid": 55.5, "protocol": {}}) + "\n")
+    return out
+
+
+def test_the_card_names_the_preset_of_a_run_made_with_out(named_run, tmp_path):
+    out = tmp_path / "hf"
+    assert main(["export", str(named_run), "--format", "hf", "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["run"]["preset"] == "mnist-cdcgan"
+    card = (out / "README.md").read_text()
+    assert "| preset | mnist-cdcgan |" in card and "unknown" not in card
+    # the evaluation's time is a date, not a number in the metrics table
+    assert "| time |" not in card and "e+09" not in card
+    assert "measured 2026-11-30" in card and "| fid | 55.5 |" in card
+
+
+def test_the_preset_is_recorded_in_the_run_and_in_its_checkpoints(named_run):
+    from dcgan import checkpoint
+
+    assert json.loads((named_run / "run.json").read_text()) == {"preset": "mnist-cdcgan"}
+    assert checkpoint.latest(named_run)[1]["preset"] == "mnist-cdcgan"
+
+
+def test_a_toml_file_is_recorded_by_its_path(tmp_path):
+    from conftest import TINY, skip_without_mnist
+
+    skip_without_mnist()
+    toml = tmp_path / "mine.toml"
+    toml.write_text('[model]\nconditional = true\nkernel = 5\n[train]\ntick_every = 2\n')
+    run = tmp_path / "r"
+    sets = [a for item in TINY for a in ("--set", item)]
+    assert main(["train", str(toml), "--steps", "2", "--device", "cpu", "--out", str(run), "--quiet", *sets]) == 0
+    assert json.loads((run / "run.json").read_text()) == {"preset": str(toml.resolve())}
+    assert main(["export", str(run), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    assert f"| preset | {toml.resolve()} |" in (tmp_path / "hf" / "README.md").read_text()
+
+
+def test_a_run_from_before_the_preset_was_recorded_still_exports_and_guesses_from_its_name(run, tmp_path):
+    """No run.json and no "preset" in the checkpoint (as runs written before): the folder name is used."""
+    import shutil
+
+    from dcgan import checkpoint
+
+    old = tmp_path / "mnist-dcgan-20250101-000000"
+    shutil.copytree(run, old)
+    (old / "run.json").unlink()
+    for path in checkpoint.list_checkpoints(old):
+        state = checkpoint.load(path)
+        state.pop("preset")
+        checkpoint.save(state, path)
+    assert main(["export", str(old), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["run"]["preset"] == "mnist-dcgan"
+
+
+def test_every_exported_file_has_the_same_permissions(hf):
+    modes = {p.name: p.stat().st_mode & 0o777 for p in hf.iterdir()}
+    assert len(set(modes.values())) == 1, modes  # model.safetensors was 0600, the others 0644
+
+
+def test_the_sample_grid_has_one_row_per_class(run, hf):
+    """sample.png: class k is row k, 10 noises per row (seed 0), as every class grid."""
+    from PIL import Image
+
+    G, _ = load_generator(run)
+    img = np.asarray(Image.open(hf / "sample.png"))
+    assert img.shape == (10 * 30 + 2, 10 * 30 + 2)
+    want = generate(G, 100, torch.arange(10).repeat_interleave(10), seed=0).numpy()
+    for label in (0, 3, 9):
+        for col in (0, 7):
+            cell = img[2 + label * 30 : 2 + label * 30 + 28, 2 + col * 30 : 2 + col * 30 + 28]
+            assert np.array_equal(cell, want[label * 10 + col, 0]), (label, col)

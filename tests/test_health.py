@@ -32,8 +32,8 @@ def assert_all_checkpoints_finite(run):
     assert paths
     for p in paths:
         state = checkpoint.load(p)
-        for which in ("G", "D", "G_ema"):
-            for k, v in state["models"][which].items():
+        for which, weights in state["models"].items():  # G, D, G_ema; a slim one the EMA generator only
+            for k, v in weights.items():
                 if v.is_floating_point():
                     assert torch.isfinite(v).all(), f"{p.name} {which}.{k}"
 

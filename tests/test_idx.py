@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import real_data_root
+from conftest import mnist_skip_reason, real_data_root
 from dcgan.data.idx import read_idx, write_idx
 from dcgan.errors import UserError
 
@@ -141,7 +141,7 @@ def test_directory_is_not_readable(tmp_path):
 def test_real_mnist_test_labels():
     path = real_data_root() / "mnist" / "t10k-labels-idx1-ubyte.gz"
     if not path.exists():
-        pytest.skip(f"real MNIST not found at {path}")
+        pytest.skip(mnist_skip_reason())
     labels = read_idx(path)
     assert labels.shape == (10000,)
     assert labels.dtype == np.uint8

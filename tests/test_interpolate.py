@@ -77,7 +77,7 @@ def test_interpolate_rejects_points_and_unconditional_labels():
 def test_png_strip_ends_equal_the_samples_of_the_seeds(run, G, tmp_path, capsys):
     capsys.readouterr()
     out = tmp_path / "i.png"
-    assert main(["interpolate", str(run), "--from-seed", "5", "--to-seed", "9", "--steps", "6", "--label", "3",
+    assert main(["interpolate", str(run), "--from-seed", "5", "--to-seed", "9", "--frames", "6", "--label", "3",
                  "--out", str(out)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["frames"] == 6 and info["labels"] == [3] * 6
@@ -90,7 +90,7 @@ def test_png_strip_ends_equal_the_samples_of_the_seeds(run, G, tmp_path, capsys)
 
 def test_gif_has_one_frame_per_step(run, G, tmp_path):
     out = tmp_path / "i.gif"
-    assert main(["interpolate", str(run), "--from-seed", "1", "--to-seed", "2", "--steps", "8", "--out", str(out)]) == 0
+    assert main(["interpolate", str(run), "--from-seed", "1", "--to-seed", "2", "--frames", "8", "--out", str(out)]) == 0
     with Image.open(out) as im:
         assert im.format == "GIF" and im.size == (28, 28) and im.n_frames == 8
         frames = [np.asarray(f.convert("L")) for f in ImageSequence.Iterator(im)]
@@ -100,7 +100,7 @@ def test_gif_has_one_frame_per_step(run, G, tmp_path):
 
 def test_scale_enlarges_the_pixels(run, G, tmp_path):
     out = tmp_path / "big.gif"
-    assert main(["interpolate", str(run), "--from-seed", "1", "--to-seed", "2", "--steps", "3", "--scale", "3",
+    assert main(["interpolate", str(run), "--from-seed", "1", "--to-seed", "2", "--frames", "3", "--scale", "3",
                  "--out", str(out)]) == 0
     with Image.open(out) as im:
         assert im.size == (84, 84) and im.n_frames == 3
@@ -124,7 +124,7 @@ def test_across_labels_one_frame_per_class_with_fixed_z(run, G, tmp_path, capsys
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--to-seed", "2", "--steps", "1"], "--steps must be >= 2"),
+    (["--to-seed", "2", "--frames", "1"], "--frames must be >= 2"),
     (["--to-seed", "2", "--label", "10"], "out of range"),
     (["--to-seed", "2", "--label", "-1"], "out of range"),
     (["--label", "1", "--across-labels"], "not both"),
@@ -146,3 +146,17 @@ def test_bad_output_and_run_exit_2(run, tmp_path, capsys):
     assert main(["interpolate", str(tmp_path / "empty"), "--from-seed", "1", "--to-seed", "2",
                  "--out", str(tmp_path / "x.png")]) == 2
     assert "no readable checkpoint" in capsys.readouterr().err
+
+
+def test_seed_and_frames_are_the_flags_and_the_old_spellings_still_work(run, tmp_path, capsys):
+    """--seed is the first frame's noise seed (as in `dcgan sample --seed`), --frames the count; the old
+    --from-seed and --steps give the same strip, --steps with a one-line deprecation notice."""
+    new, old = tmp_path / "new.png", tmp_path / "old.png"
+    capsys.readouterr()
+    assert main(["interpolate", str(run), "--seed", "3", "--to-seed", "4", "--frames", "4", "--out", str(new)]) == 0
+    assert capsys.readouterr().err == ""
+    assert main(["interpolate", str(run), "--from-seed", "3", "--to-seed", "4", "--steps", "4", "--out", str(old)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "--steps is deprecated" in err[0] and "--frames" in err[0]
+    assert np.array_equal(np.asarray(Image.open(new)), np.asarray(Image.open(old)))
+    assert Image.open(new).size[0] == 4 * (28 + PAD) + PAD

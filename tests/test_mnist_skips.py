@@ -21,15 +21,14 @@ HERE = Path(__file__).resolve().parent
 # do), one skips for another reason, one passes.
 TESTS = '''
 import pytest
-from conftest import has_mnist, needs_mnist
+from conftest import needs_mnist, skip_without_mnist
 
 @needs_mnist
 def test_marked():
     pass
 
 def test_skips_inside():
-    if not has_mnist():
-        pytest.skip("real MNIST not found at somewhere")
+    skip_without_mnist()
 
 def test_other_skip():
     pytest.skip("chromium not found")
@@ -39,20 +38,25 @@ def test_plain():
 '''
 
 
-def run_suite(tmp_path: Path, data: Path, require: str | None) -> tuple[int, list[str]]:
-    """Run pytest on TESTS with DCGAN_DATA=data (and DCGAN_REQUIRE_MNIST=require unless None);
-    returns (exit code, output lines)."""
+def run_suite(tmp_path: Path, data: Path | None, require: str | None, *pytest_args: str,
+              home: Path | None = None) -> tuple[int, list[str]]:
+    """Run pytest on TESTS with DCGAN_DATA=data (unset when None, and HOME=home then) and
+    DCGAN_REQUIRE_MNIST=require unless None; returns (exit code, output lines)."""
     suite = tmp_path / "suite"
     suite.mkdir(exist_ok=True)
     shutil.copy(HERE / "conftest.py", suite / "conftest.py")
     (suite / "test_sample.py").write_text(TESTS)
     (suite / "pytest.ini").write_text("[pytest]\n")  # the rootdir: not this repo's configuration
-    env = {k: v for k, v in os.environ.items() if k not in ("DCGAN_REQUIRE_MNIST", "PYTEST_ADDOPTS")}
-    env["DCGAN_DATA"] = str(data)
+    env = {k: v for k, v in os.environ.items() if k not in ("DCGAN_REQUIRE_MNIST", "PYTEST_ADDOPTS", "DCGAN_DATA")}
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")])  # dcgan itself
+    if data is not None:
+        env["DCGAN_DATA"] = str(data)
+    if home is not None:
+        env["HOME"] = str(home)
     env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # no installed plugins: a fraction of a second a run
     if require is not None:
         env["DCGAN_REQUIRE_MNIST"] = require
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(suite)],
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest_args, str(suite)],
                           cwd=suite, env=env, capture_output=True, text=True, timeout=120)
     return proc.returncode, (proc.stdout + proc.stderr).splitlines()
 
@@ -100,3 +104,34 @@ def test_require_mnist_passes_when_mnist_is_there_and_zero_disables_it(tmp_path,
     assert "3 passed, 1 skipped" in lines[-1]
     rc, lines = run_suite(tmp_path, no_mnist, "0")
     assert rc == 0 and len(mnist_lines(lines)) == 1, "\n".join(lines)
+
+
+def test_each_skip_says_how_to_get_mnist(tmp_path, no_mnist):
+    """The reason of every MNIST skip (pytest -rs) names the folder looked in and `dcgan prepare mnist`."""
+    rc, lines = run_suite(tmp_path, no_mnist, None, "-rs")
+    reasons = [line for line in lines if line.startswith("SKIPPED") and "real MNIST not found" in line]
+    assert len(reasons) == 2, "\n".join(lines)
+    for line in reasons:
+        assert str(no_mnist / "mnist") in line and "dcgan prepare mnist" in line
+
+
+def test_without_dcgan_data_the_tests_look_where_dcgan_prepare_puts_mnist(tmp_path):
+    """No DCGAN_DATA (a fresh clone running plain `python -m pytest -q`): the tests look in dcgan's own
+    default data root, ~/.cache/dcgan, not in a folder beside the clone."""
+    home = tmp_path / "home"
+    rc, lines = run_suite(tmp_path, None, "1", "-rs", home=home)
+    assert rc == 1 and str(home / ".cache" / "dcgan" / "mnist") in "\n".join(lines)
+    (home / ".cache" / "dcgan" / "mnist").mkdir(parents=True)
+    (home / ".cache" / "dcgan" / "mnist" / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    rc, lines = run_suite(tmp_path, None, "1", home=home)
+    assert rc == 0 and not mnist_lines(lines), "\n".join(lines)
+
+
+def test_the_readme_test_command_is_plain_and_ci_runs_exactly_it():
+    readme = (HERE.parent / "README.md").read_text()
+    ci = (HERE.parent / ".ci" / "run").read_text()
+    commands = [line.strip() for line in readme.splitlines() if "pytest" in line and line.strip().startswith(("python", "DCGAN"))]
+    assert commands == ["python -m pytest -q"]
+    assert "../shared" not in readme
+    assert "python3 -m pytest -q\n" in ci and 'DCGAN_DATA="${DCGAN_DATA:-$(cd .. && pwd)/shared/data}"' in ci
+    assert "export DCGAN_REQUIRE_MNIST=1" in ci

@@ -105,6 +105,105 @@ def test_quiet_prints_only_the_summary(tmp_path, capsys):
     assert len(out.splitlines()) == 1 and json.loads(out)["step"] == 10
 
 
+# ---- the time-based progress lines (Heartbeat) -----------------------------------------------------
+
+class Clock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_heartbeat_first_after_10_s_then_every_period_from_steps_and_wall_time():
+    from dcgan.progress import Heartbeat
+
+    clock = Clock()
+    hb = Heartbeat(every_s=20.0, total=10_000, batch=64, clock=clock)
+    assert not hb.due(1)  # the first step sets the reference
+    clock.t += 9.9
+    assert not hb.due(30)
+    clock.t += 0.1  # 10 s after the first step
+    assert hb.due(31)
+    record, line = hb.beat(41, 41 * 64)  # 40 steps in 10 s
+    assert record["img_per_s"] == pytest.approx(4 * 64) and record["eta_s"] == pytest.approx((10_000 - 41) / 4)
+    assert line == "step 41/10000 (0.4%)  2.6k images  256 img/s  ETA 41:30"
+    clock.t += 19.9
+    assert not hb.due(100)
+    clock.t += 0.1
+    assert hb.due(121)
+    record, _ = hb.beat(121, 121 * 64)  # 80 steps in the 20 s since the previous line
+    assert record["img_per_s"] == pytest.approx(4 * 64)
+    hb.restart(121)  # e.g. after an evaluation: no steps since, so nothing to say yet
+    clock.t += 30
+    assert not hb.due(121) and hb.due(122)
+
+
+def test_heartbeat_off_and_short_periods():
+    from dcgan.progress import Heartbeat, duration
+
+    clock = Clock()
+    off = Heartbeat(every_s=0, total=10, batch=1, clock=clock)
+    clock.t += 1e6
+    assert not off.due(0) and not off.due(5)
+    short = Heartbeat(every_s=3.0, total=10, batch=1, clock=clock)  # first after min(10, 3) s
+    short.due(0)
+    clock.t += 3.0
+    assert short.due(1)
+    assert duration(59.4) == "0:59" and duration(3725) == "1:02:05" and duration(float("inf")) == "?"
+
+
+def test_the_default_progress_period_says_something_within_10_seconds():
+    from dcgan.config import Config
+    from dcgan.progress import FIRST_BEAT_S
+
+    assert 15 <= Config().train.progress_seconds <= 30 and FIRST_BEAT_S <= 10
+
+
+@needs_mnist
+def test_progress_lines_come_between_ticks_in_a_log_and_not_in_metrics(tmp_path, capsys):
+    assert train(tmp_path / "run", 12, "--set", "train.progress_seconds=0.001", "--tick-every", "6") == 0
+    err = capsys.readouterr().err.splitlines()
+    beats = [line for line in err if "ETA" in line]
+    assert beats and all(" img/s  ETA " in line and line.startswith("step ") for line in beats)
+    assert any(line.startswith("step 2/12 ") for line in beats)  # long before the first tick (step 6)
+    assert err.index(beats[0]) < err.index(next(line for line in err if line.startswith("step 6/12  d_loss")))
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [6, 12]  # metrics.jsonl holds the ticks only
+
+
+@needs_mnist
+def test_progress_lines_read_nothing_from_the_device(tmp_path, capsys, monkeypatch):
+    """A line at every step reads no tensor more than a run without them: the ticks' losses and the
+    health counters are all the loop reads (on a GPU, each read is a sync)."""
+    reads = {"n": 0}
+    for name in ("item", "tolist", "__float__", "__bool__", "cpu"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _original=original, **k):
+            reads["n"] += 1
+            return _original(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    counts = []
+    for seconds in ("0", "0.000001"):
+        reads["n"] = 0
+        assert train(tmp_path / f"run{seconds}", 10, "--quiet", "--set", f"train.progress_seconds={seconds}",
+                     "--tick-every", "100") == 0
+        counts.append(reads["n"])
+    assert counts[0] == counts[1] and counts[0] > 0
+
+
+@needs_mnist
+def test_the_bar_moves_and_shows_img_s_before_the_first_tick(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DCGAN_PROGRESS", "1")
+    assert train(tmp_path / "run", 12, "--set", "train.progress_seconds=0.001", "--tick-every", "12") == 0
+    err = capsys.readouterr().err
+    early = [f for f in err.split("\r") if any(f.startswith(f"train {n}/12 ") for n in range(1, 12))]
+    assert early and all("img/s" in f and "d_loss" not in f for f in early)  # no losses before the first tick
+    assert "ETA" not in err  # on a terminal the bar says it (tqdm's remaining time), not extra lines
+
+
 # ---- TensorBoard --------------------------------------------------------------------------------
 
 def events(run):
@@ -133,9 +232,13 @@ def test_tensorboard_scalars_and_grids_continue_after_resume(tmp_path, capsys, c
     pytest.importorskip("tensorboard")
     run = tmp_path / "run"
     tb = ("--set", "train.tensorboard=true", "--checkpoint-every", "10", "--quiet")
-    assert train(run, 20, *tb) == 0
-    if crash:  # the run died after step 20's tick but before its checkpoint: resume from 10
+    assert train(run, 10, *tb) == 0
+    step_10 = checkpoint.checkpoint_dir(run) / checkpoint.name_for(10)
+    complete_10 = step_10.read_bytes()  # complete while it is the newest; made slim once step 20's is in place
+    assert train(run, 20, *tb, "--resume") == 0
+    if crash:  # the run died after step 20's tick but before its checkpoint: resume from 10, still complete then
         (checkpoint.checkpoint_dir(run) / checkpoint.name_for(20)).unlink()
+        step_10.write_bytes(complete_10)
     assert train(run, 40, *tb, "--resume") == 0
     capsys.readouterr()
     acc = events(run)

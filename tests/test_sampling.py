@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import TINY, has_mnist
+from conftest import TINY, skip_without_mnist
 from dcgan import checkpoint, load_generator
 from dcgan.cli import main
 from dcgan.images import make_grid
@@ -32,8 +32,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    if not has_mnist():
-        pytest.skip("real MNIST not found (set DCGAN_DATA)")
+    skip_without_mnist()
     root = tmp_path_factory.mktemp("sample-runs")
     out = {}
     for name, preset in (("cond", "mnist-cdcgan"), ("plain", "mnist-dcgan")):
@@ -100,19 +99,81 @@ def test_bad_labels(runs, tmp_path, capsys, spec):
 
 
 def test_labels_for_an_unconditional_run(runs, tmp_path, capsys):
-    assert run_sample(runs["plain"], tmp_path / "s.npz", "--labels", "3") == 2
-    assert "unconditional" in capsys.readouterr().err
+    """Any --labels of an unconditional run is refused with one message, 'all' as much as '3'; the
+    library still reads 'all' of an unconditional generator as no labels (the metrics ask for it)."""
+    messages = []
+    for spec in ("3", "all"):
+        capsys.readouterr()
+        assert run_sample(runs["plain"], tmp_path / "s.npz", "--labels", spec) == 2
+        messages.append(capsys.readouterr().err)
+    assert messages[0] == messages[1] and "unconditional" in messages[0] and "drop --labels" in messages[0]
+    assert not (tmp_path / "s.npz").exists()
+    assert parse_labels("all", 5, 0) is None and parse_labels(None, 5, 0) is None
+
+
+def test_a_conditional_generator_called_without_labels_says_to_pass_them(runs):
+    G, _ = load_generator(runs["cond"])
+    with pytest.raises(TypeError) as err:
+        G(noise(3, G.z_dim, 0))
+    message = str(err.value)
+    assert "G(z, y)" in message and "int64" in message and "(N,)" in message and "0..9" in message
+    assert "one_hot" not in message
+    with torch.no_grad():
+        assert G(noise(3, G.z_dim, 0), torch.tensor([1, 2, 3])).shape == (3, 1, 28, 28)  # with labels: as before
+        assert G(noise(3, G.z_dim, 0), y=torch.tensor([1, 2, 3])).shape == (3, 1, 28, 28)
+
+
+def cell(img: np.ndarray, row: int, col: int, size: int = 28) -> np.ndarray:
+    """The image at (row, col) of a grid with 2-pixel gaps, as (H, W)."""
+    top, left = 2 + row * (size + 2), 2 + col * (size + 2)
+    return img[top : top + size, left : left + size]
 
 
 def test_png_is_the_grid_of_the_images(runs, tmp_path):
-    d = npz(runs["cond"], tmp_path / "s.npz", "--n", "20", "--seed", "4")
+    """--labels all: one row per class (the orientation of the training grids, the export's sample.png
+    and the report), each row that class's samples in order: sample i (label i % 10) is at row
+    i % 10, column i // 10."""
+    d = npz(runs["cond"], tmp_path / "s.npz", "--n", "25", "--seed", "4")
     png = tmp_path / "s.png"
-    assert run_sample(runs["cond"], png, "--n", "20", "--seed", "4") == 0
+    assert run_sample(runs["cond"], png, "--n", "25", "--seed", "4") == 0
     img = Image.open(png)
     img.load()
     assert img.format == "PNG" and img.mode == "L"
-    assert img.size == (10 * 30 + 2, 2 * 30 + 2)  # one row per class: 10 columns, 2 rows
-    assert np.array_equal(np.asarray(img), make_grid(d["images"], nrow=10)[:, :, 0])
+    assert img.size == (3 * 30 + 2, 10 * 30 + 2)  # 10 rows (classes), 3 columns (25 samples: 3, 3, 3, 3, 3, 2, ...)
+    a = np.asarray(img)
+    for i in range(25):
+        assert d["labels"][i] == i % 10
+        assert np.array_equal(cell(a, i % 10, i // 10), d["images"][i, 0]), i
+    assert not cell(a, 9, 2).any()  # class 9 has two samples: its third cell is blank
+
+
+def test_png_of_a_list_of_labels_has_one_row_per_class_in_the_order_asked(runs, tmp_path):
+    d = npz(runs["cond"], tmp_path / "s.npz", "--n", "6", "--labels", "7,2")
+    png = tmp_path / "s.png"
+    assert run_sample(runs["cond"], png, "--n", "6", "--labels", "7,2") == 0
+    a = np.asarray(Image.open(png))
+    assert a.shape == (2 * 30 + 2, 3 * 30 + 2)
+    for i in range(6):
+        assert np.array_equal(cell(a, i % 2, i // 2), d["images"][i, 0])
+    assert run_sample(runs["cond"], png, "--n", "9", "--labels", "4") == 0  # one class: a square grid
+    assert Image.open(png).size == (3 * 30 + 2, 3 * 30 + 2)
+
+
+def test_png_of_top_k_by_d_is_written_one_row_per_class(runs, tmp_path):
+    d = npz(runs["cond"], tmp_path / "t.npz", "--top-k-by-d", "6", "--from", "12", "--labels", "0,1")
+    png = tmp_path / "t.png"
+    assert run_sample(runs["cond"], png, "--top-k-by-d", "6", "--from", "12", "--labels", "0,1") == 0
+    a = np.asarray(Image.open(png))
+    rows = list(dict.fromkeys(d["labels"].tolist()))  # the classes D preferred, best first
+    if len(rows) == 1:  # D kept one class only: a square grid, best first
+        assert a.shape == (2 * 30 + 2, 3 * 30 + 2)
+        rows, places = [rows[0]], [(i // 3, i % 3) for i in range(6)]
+        for i, (r, c) in enumerate(places):
+            assert np.array_equal(cell(a, r, c), d["images"][i, 0])
+    for row, label in enumerate(rows if len(rows) > 1 else []):
+        mine = d["images"][d["labels"] == label]
+        for col in range(len(mine)):
+            assert np.array_equal(cell(a, row, col), mine[col, 0])
 
 
 def test_png_nrow(runs, tmp_path):
@@ -126,7 +187,7 @@ def test_png_nrow(runs, tmp_path):
 # ---- determinism ---------------------------------------------------------------------------------
 
 def test_result_does_not_depend_on_batch_size(runs, tmp_path):
-    ref = npz(runs["cond"], tmp_path / "ref.npz", "--n", "20", "--seed", "5", "--batch-size", "500")
+    ref = npz(runs["cond"], tmp_path / "ref.npz", "--n", "20", "--seed", "5", "--batch", "500")
     for bs in ("1", "7"):
         d = npz(runs["cond"], tmp_path / f"b{bs}.npz", "--n", "20", "--seed", "5", "--batch-size", bs)
         assert np.array_equal(d["images"], ref["images"]), bs

@@ -23,7 +23,7 @@ from dcgan.sampling import generate
 from dcgan.toy.distributions import TARGETS
 from dcgan.toy.measures import mode_coverage, moment_errors
 
-from conftest import TINY, has_mnist, needs_mnist
+from conftest import TINY, needs_mnist, skip_without_mnist
 
 # small toy models: a few milliseconds a step
 SMALL = [a for kv in ("model.g_width=32", "model.d_width=32", "model.g_depth=2", "model.d_depth=2", "train.tick_every=5")
@@ -251,8 +251,7 @@ def test_image_resume_is_still_exact(tmp_path):
 
 
 def test_mlp_trains_on_images_too(tmp_path):
-    if not has_mnist():
-        pytest.skip("real MNIST not found")
+    skip_without_mnist()
     run = tmp_path / "m"
     train("mnist-dcgan", "--out", str(run), "--steps", "3", "--set", "model.arch=mlp", "--set", "model.g_width=16",
           "--set", "model.d_width=16", "--set", "train.tick_every=3", "--set", "train.batch=8")

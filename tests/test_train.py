@@ -353,11 +353,15 @@ def test_resume_over_unreadable_checkpoints_is_refused_and_changes_nothing(tmp_p
 
 
 def test_resume_past_damaged_newer_checkpoints_keeps_the_newest_readable(tmp_path, capsys):
-    """Checkpoints 10, 20, 30 with 20 and 30 truncated: the run resumes from 10, and keeping 2
-    checkpoints never deletes the new intact one in favour of the damaged ones."""
+    """Complete checkpoints 10, 20, 30 (as runs kept them before older ones were made slim) with 20 and
+    30 truncated: the run resumes from 10, and keeping 2 checkpoints never deletes the new intact one
+    in favour of the damaged ones."""
     run = tmp_path / "run"
     keep = ["--set", "train.keep_checkpoints=3"]
-    assert train("mnist-cdcgan", run, "--steps", "30", "--checkpoint-every", "10", *keep) == 0
+    assert train("mnist-cdcgan", run, "--steps", "10", "--checkpoint-every", "10", *keep) == 0
+    complete_10 = (checkpoint.checkpoint_dir(run) / checkpoint.name_for(10)).read_bytes()
+    assert train("mnist-cdcgan", run, "--steps", "30", "--checkpoint-every", "10", *keep, "--resume") == 0
+    (checkpoint.checkpoint_dir(run) / checkpoint.name_for(10)).write_bytes(complete_10)
     for s in (20, 30):
         path = checkpoint.checkpoint_dir(run) / checkpoint.name_for(s)
         path.write_bytes(path.read_bytes()[:100])
@@ -374,3 +378,157 @@ def test_resume_of_a_folder_that_holds_no_run_is_refused(tmp_path, capsys):
     assert train("mnist-cdcgan", typo, "--steps", "4", "--resume") == 2
     assert capsys.readouterr().err.strip() == f"dcgan: error: no run at {typo}; drop --resume to start one there"
     assert not typo.exists()
+
+
+# ---- slim older checkpoints ---------------------------------------------------------------------------
+
+def test_only_the_newest_checkpoint_is_complete_and_the_older_kept_ones_are_slim(tmp_path, capsys):
+    """Checkpoints 10, 20, 30: 30 holds everything a resume needs; 10 and 20 hold the config, the data,
+    the counters and the EMA generator only, which sample, export and report read."""
+    run = tmp_path / "run"
+    assert train("mnist-cdcgan", run, "--steps", "30", "--checkpoint-every", "10") == 0
+    paths = checkpoint.list_checkpoints(run)
+    assert [p.name for p in paths] == [checkpoint.name_for(s) for s in (10, 20, 30)]
+    assert [checkpoint.is_slim(p) for p in paths] == [True, True, False]
+    newest, older = checkpoint.load(paths[-1]), checkpoint.load(paths[0])
+    assert {"optim", "rng", "tick", "health"} <= newest.keys() and set(newest["models"]) == {"G", "D", "G_ema"}
+    assert not {"optim", "rng", "tick", "health"} & older.keys() and set(older["models"]) == {"G_ema"}
+    assert older["step"] == 10 and older["images_seen"] == 640 and older["preset"] == "mnist-cdcgan"
+    assert paths[0].stat().st_size < paths[-1].stat().st_size / 3
+    # the slim one gives exactly the samples its EMA generator gave when it was written (a copy taken then)
+    d = sample(paths[0], tmp_path / "s.npz", "--n", "8")
+    assert d["images"].shape == (8, 1, 28, 28)
+    assert main(["export", str(paths[0]), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    assert main(["sample", str(paths[0]), "--n", "4", "--top-k-by-d", "2", "--out", str(tmp_path / "t.npz")]) == 2
+    assert "slim" in capsys.readouterr().err
+
+
+def test_a_slim_checkpoint_samples_exactly_as_the_complete_one_it_was(tmp_path):
+    run = tmp_path / "run"
+    assert train("mnist-cdcgan", run, "--steps", "10", "--checkpoint-every", "10") == 0
+    before = sample(run, tmp_path / "a.npz", "--n", "6", "--seed", "3")
+    assert train("mnist-cdcgan", run, "--steps", "20", "--checkpoint-every", "10", "--resume") == 0
+    slim_10 = checkpoint.checkpoint_dir(run) / checkpoint.name_for(10)
+    assert checkpoint.is_slim(slim_10)
+    after = sample(slim_10, tmp_path / "b.npz", "--n", "6", "--seed", "3")
+    assert np.array_equal(before["images"], after["images"])
+
+
+def test_resume_when_the_complete_checkpoint_is_unreadable_and_only_slim_ones_remain(tmp_path, capsys):
+    """Refused with exit 2 and one line naming the unreadable checkpoint and the slim ones; nothing is
+    changed; sampling still reads the newest slim checkpoint."""
+    run = tmp_path / "run"
+    assert train("mnist-cdcgan", run, "--steps", "30", "--checkpoint-every", "10") == 0
+    newest = checkpoint.checkpoint_dir(run) / checkpoint.name_for(30)
+    newest.write_bytes(newest.read_bytes()[:1000])
+    before = snapshot(run)
+    capsys.readouterr()
+    assert train("mnist-cdcgan", run, "--steps", "40", "--resume") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"dcgan: error: cannot resume {run}")
+    for name in (checkpoint.name_for(30), checkpoint.name_for(10), checkpoint.name_for(20)):
+        assert name in err[0]
+    assert "slim" in err[0] and "another --out" in err[0]
+    assert snapshot(run) == before
+    assert main(["sample", str(run), "--n", "2", "--out", str(tmp_path / "s.npz")]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 20
+
+
+def test_rollback_when_the_complete_checkpoint_is_unreadable_stops_with_a_clear_error(tmp_path, monkeypatch, capsys):
+    """Non-finite steps after checkpoint 20 while it is unreadable: a rollback cannot use the slim 10
+    (no D, no optimizer state), so training stops (exit 1) saying why, without writing a checkpoint."""
+    run = tmp_path / "run"
+
+    def poison_after_20(step, x, y):
+        if step == 20:  # the checkpoint of step 20 is in place: damage it, as a failing disk would
+            path = checkpoint.checkpoint_dir(run) / checkpoint.name_for(20)
+            path.write_bytes(path.read_bytes()[:1000])
+        return (x * float("nan") if step >= 20 else x), y
+
+    wrap_training_batches(monkeypatch, poison_after_20)
+    assert train("mnist-cdcgan", run, "--steps", "40", "--checkpoint-every", "10",
+                 "--set", "train.max_bad_steps=2") == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("dcgan: error: training diverged") or "non-finite" in err
+    assert "complete checkpoint cannot be read" in err and "slim" in err
+    assert [p.name for p in checkpoint.list_checkpoints(run)] == [checkpoint.name_for(s) for s in (10, 20)]
+
+
+def test_a_default_mnist_cdcgan_run_folder_stays_under_250_mb(tmp_path):
+    """The real widths (190 MB complete checkpoints): three checkpoints kept take at most 250 MB."""
+    run = tmp_path / "run"
+    assert main(["train", "mnist-cdcgan", "--device", "cpu", "--quiet", "--out", str(run), "--steps", "3",
+                 "--checkpoint-every", "1", "--set", "train.batch=8", "--set", "train.tick_every=1000"]) == 0
+    assert len(checkpoint.list_checkpoints(run)) == 3  # the default keep_checkpoints
+    size = sum(p.stat().st_size for p in run.rglob("*") if p.is_file())
+    assert size <= 250e6, f"{size / 1e6:.1f} MB"
+    assert checkpoint.list_checkpoints(run)[-1].stat().st_size > 150e6  # the newest is still complete
+
+
+# ---- shortcuts: --data, --kimg, --tick-every, --batch, --dry-run ----------------------------------------
+
+def dry_run(capsys, *args: str) -> tuple[list[str], dict]:
+    """The comment lines and the parsed TOML of `dcgan train ... --dry-run`."""
+    capsys.readouterr()
+    assert main(["train", *args, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    return [line for line in out.splitlines() if line.startswith("#")], tomllib.loads(out)
+
+
+def test_kimg_is_thousands_of_images_in_whole_steps(tmp_path, capsys):
+    _, cfg = dry_run(capsys, "mnist-cdcgan", "--kimg", "100", "--batch", "48", "--out", str(tmp_path / "r"))
+    assert cfg["train"]["batch"] == 48 and cfg["train"]["steps"] == math.ceil(100_000 / 48) == 2084
+    _, cfg = dry_run(capsys, "mnist-cdcgan", "--kimg", "1.28", "--out", str(tmp_path / "r"))
+    assert cfg["train"]["steps"] == 20  # batch 64
+    capsys.readouterr()
+    assert main(["train", "mnist-cdcgan", "--kimg", "10", "--steps", "5", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--steps" in err and "--kimg" in err
+    assert main(["train", "mnist-cdcgan", "--kimg", "0", "--out", str(tmp_path / "r")]) == 2
+    assert not (tmp_path / "r").exists()
+
+
+def test_data_tick_every_and_batch_flags_set_their_keys(tmp_path, capsys):
+    _, cfg = dry_run(capsys, "folder-dcgan", "--data", str(tmp_path / "faces"), "--tick-every", "7", "--batch", "16",
+                     "--out", str(tmp_path / "r"))
+    assert cfg["data"]["path"] == str(tmp_path / "faces")
+    assert cfg["train"]["tick_every"] == 7 and cfg["train"]["batch"] == 16
+    assert cfg == Config.from_dict(cfg).to_dict()  # a whole configuration
+
+
+def test_tick_every_flag_sets_the_metrics_lines(tmp_path):
+    run = tmp_path / "run"
+    assert train("mnist-cdcgan", run, "--steps", "9", "--tick-every", "3") == 0
+    assert [r["step"] for r in metrics(run) if r["kind"] == "train"] == [3, 6, 9]
+
+
+def test_dry_run_prints_the_config_and_the_cost_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    cache = Path(__import__("os").environ["DCGAN_CACHE"])
+    cache_before = sorted(p.name for p in cache.iterdir()) if cache.exists() else []
+    comments, cfg = dry_run(capsys, "mnist-cdcgan", "--steps", "2000", "--out", str(out), *SETS)
+    want, _ = resolve("mnist-cdcgan", TINY, {"train.steps": 2000})
+    assert cfg == want.to_dict()
+    assert not out.exists() and not tmp_path.joinpath("runs").exists()
+    assert (sorted(p.name for p in cache.iterdir()) if cache.exists() else []) == cache_before
+    text = "\n".join(comments)
+    assert "2,000 steps" in text and f"{2000 * 64:,} images" in text and "nothing was written" in text
+
+
+def test_dry_run_checkpoint_sizes_are_those_the_run_writes(tmp_path, capsys):
+    """The estimate from the models' parameter counts against the files a run then writes."""
+    import re
+
+    run = tmp_path / "run"
+    assert train("mnist-cdcgan", run, "--steps", "4", "--checkpoint-every", "2") == 0  # prepares the data too
+    comments, _ = dry_run(capsys, "mnist-cdcgan", "--steps", "8", "--out", str(run), "--resume", "--device", "cpu",
+                          *SETS)
+    line = next(c for c in comments if c.startswith("# checkpoint "))
+    complete, slim, total = (float(x) * 1e6 for x in re.findall(r"([\d.]+) MB", line))
+    paths = checkpoint.list_checkpoints(run)
+    assert abs(paths[-1].stat().st_size - complete) < 0.02 * complete + 0.1e6
+    assert abs(paths[0].stat().st_size - slim) < 0.02 * slim + 0.1e6
+    assert total == pytest.approx(complete + 2 * slim, abs=0.2e6)
+    # resuming: steps from the checkpoint, and a time from the run's own ticks
+    text = "\n".join(comments)
+    assert "4 → 8 (4 steps)" in text and "img/s" in text and "unknown" not in text

@@ -161,6 +161,7 @@ def ensure_files(
     if not missing:
         return paths
 
+    created = _missing_parents(folder)  # removed again if the download fails and leaves them empty
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -170,12 +171,15 @@ def ensure_files(
         ) from e
 
     override = os.environ.get(MIRROR_ENV, "").strip()
-    for index, remote in enumerate(missing):
+    for remote in missing:
         mirrors = (override,) if override else remote.mirrors
         try:
             _download(remote, mirrors, paths[remote.name], timeout, attempts, backoff, sleep)
         except _DownloadFailed as e:
-            still_missing = ", ".join(r.name for r in missing[index:])
+            _remove_if_empty(created)
+            # every file of the dataset that is not there, not only the ones this call wanted: the
+            # training files now and the test files at the first evaluation would be two trips
+            still_missing = ", ".join(r.name for r in spec.files if not (folder / r.name).exists())
             source = f"{mirrors[0]}, set by {MIRROR_ENV}" if override else mirrors[0]
             raise UserError(
                 f"{spec.title} is not in {folder} and could not be downloaded "
@@ -184,6 +188,24 @@ def ensure_files(
                 f"whose {dataset}{os.sep} subfolder has them."
             ) from None
     return paths
+
+
+def _missing_parents(folder: Path) -> list[Path]:
+    """`folder` and those of its parents that do not exist yet, deepest first."""
+    out = []
+    while not folder.exists() and folder.parent != folder:
+        out.append(folder)
+        folder = folder.parent
+    return out
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove the folders a failed download created (deepest first), as long as they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (something else put a file there), or already gone
+            return
 
 
 def verify_files(

@@ -173,11 +173,8 @@ def prepare(cfg: DataConfig, root: str | os.PathLike | None = None, log=None, wo
         raise UserError(f"workers={workers}: give at least 1 decoding process (dcgan prepare --workers N)")
     root = data_root(root)
     full = source.configured  # folder-like sources: files named by their full paths in the key
-    wanted = source.files(root, cfg.split, cfg) if source.configured else source.files(root, cfg.split)
-    files = [f for f in wanted if f.exists()]
-    entry = None
-    if len(files) == len(wanted) and (files or not source.configured):  # every source file is present (synthetic data wants none)
-        entry = cache_root() / f"{cfg.dataset}-{cfg.split}-{cfg.resolution or 'native'}-{_key(cfg, files, source.version, full)}"
+    entry = existing_entry(cfg, root)
+    if entry is not None:
         if (entry / "meta.json").is_file():
             found = _read_entry(entry)
             if not cfg.strict:
@@ -234,6 +231,30 @@ def prepare(cfg: DataConfig, root: str | os.PathLike | None = None, log=None, wo
             f"in {took:.1f} s ({images.shape[0] / max(took, 1e-9):.0f}/s) → {entry}")
     del images
     return _read_entry(entry)
+
+
+def existing_entry(cfg: DataConfig, root: Path) -> Path | None:
+    """The cache entry `cfg` reads when every source file is present (synthetic data wants none), else
+    None; the entry may not be built yet. Reads only file names, sizes and times."""
+    source = SOURCES.get(cfg.dataset)
+    wanted = source.files(root, cfg.split, cfg) if source.configured else source.files(root, cfg.split)
+    files = [f for f in wanted if f.exists()]
+    if len(files) != len(wanted) or not (files or not source.configured):
+        return None
+    key = _key(cfg, files, source.version, source.configured)
+    return cache_root() / f"{cfg.dataset}-{cfg.split}-{cfg.resolution or 'native'}-{key}"
+
+
+def prepared_meta(cfg: DataConfig, root: str | os.PathLike | None = None) -> dict | None:
+    """The meta.json (shape, class names, ...) of the dataset's cache entry when it is built, else None;
+    writes nothing, downloads nothing (`dcgan train --dry-run`)."""
+    if cfg.split not in SOURCES.get(cfg.dataset).splits:
+        return None
+    entry = existing_entry(cfg, data_root(root))
+    try:
+        return json.loads((entry / "meta.json").read_text()) if entry is not None else None
+    except (OSError, ValueError):
+        return None
 
 
 def _write_entry(entry: Path, tmp: Path, images: np.ndarray, labels: np.ndarray, meta: dict) -> None:

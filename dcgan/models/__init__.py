@@ -33,8 +33,25 @@ def _family(cfg: ModelConfig, shape: tuple[int, ...]) -> ModelFamily:
     return family
 
 
+class MissingLabels(UserError, TypeError):
+    """A conditional generator called without labels (a TypeError to library code, exit 2 on the command line)."""
+
+
+def _require_labels(G: nn.Module, args: tuple, kwargs: dict) -> None:
+    """Forward pre-hook of a conditional generator: without labels every family would fail deep inside
+    (one_hot() of None) with a message that does not say what is missing."""
+    y = args[1] if len(args) > 1 else kwargs.get("y")
+    if y is None:
+        k = G.num_classes
+        raise MissingLabels(f"this generator is conditional ({k} classes): call G(z, y) with y the class of each "
+                            f"image, an int64 tensor (N,) of values in 0..{k - 1}")
+
+
 def build_generator(cfg: ModelConfig, shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    return _family(cfg, shape).generator(cfg, shape, num_classes)
+    G = _family(cfg, shape).generator(cfg, shape, num_classes)
+    if num_classes:
+        G.register_forward_pre_hook(_require_labels, with_kwargs=True)
+    return G
 
 
 def build_discriminator(cfg: ModelConfig, shape: tuple[int, ...], num_classes: int) -> nn.Module:

@@ -31,9 +31,11 @@ from ..config import Config
 from ..data.loader import make_batches
 from ..data.prepare import prepare
 from ..errors import UserError
+from ..progress import Heartbeat
 from . import distributed as dist
 from .evaluation import Evaluator
 from .monitor import make_monitor
+from ..files import run_info
 from .run import RunRecord, check_resume_config, check_run, create_run, holds_run
 from .tensorboard import summary_writer_class
 from .trainer import NonFinite, Trainer, seed_everything
@@ -52,12 +54,14 @@ class Stopped(Exception):
 
 def train(cfg: Config, run_dir: Path, *, resume: bool = False, data_dir: str | None = None,
           log: Callable[[str], None] | None = None, progress: Any = None,
-          wrap_batches: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+          wrap_batches: Callable[[Any], Any] | None = None, preset: str | None = None) -> dict[str, Any]:
     """Train (or continue) the run in `run_dir` to cfg.train.steps steps. Returns a summary.
 
     `log` takes the messages (default: stderr); `progress` (dcgan.progress.TrainProgress, optional)
     gets start(step, total), tick(record, line) at every tick instead of log(line), and close().
     `wrap_batches` (tests) wraps the batch source: get(step) -> (x, y) (e.g. to record or poison batches).
+    `preset`: what the config was made from (training/run.py preset_label), recorded in run.json and
+    in every checkpoint; a resumed run keeps the one it recorded.
 
     Results are bitwise reproducible for the same seed, device and number of CPU threads
     (train.num_threads; the caller's thread setting is restored afterwards).
@@ -70,7 +74,7 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, data_dir: str | N
         log, progress = (lambda msg: None), None
     log = log or (lambda msg: print(msg, file=sys.stderr))
     try:
-        return _train(cfg, Path(run_dir), ranks, resume, data_dir, log, progress, wrap_batches)
+        return _train(cfg, Path(run_dir), ranks, resume, data_dir, log, progress, wrap_batches, preset)
     finally:
         torch.set_num_threads(threads)
         if progress is not None:
@@ -79,7 +83,8 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, data_dir: str | N
 
 
 def _train(cfg: Config, run_dir: Path, ranks: dist.Ranks, resume: bool, data_dir: str | None,
-           log: Callable[[str], None], progress: Any, wrap_batches: Callable[[Any], Any] | None) -> dict[str, Any]:
+           log: Callable[[str], None], progress: Any, wrap_batches: Callable[[Any], Any] | None,
+           preset: str | None = None) -> dict[str, Any]:
     t, o = cfg.train, cfg.optim
     t_enter = time.perf_counter()
 
@@ -111,8 +116,11 @@ def _train(cfg: Config, run_dir: Path, ranks: dist.Ranks, resume: bool, data_dir
         batches = wrap_batches(batches)
     trainer = Trainer.build(cfg, data, device, ranks)
     evaluator = Evaluator(cfg, data.kind, log) if cfg.eval.every_kimg > 0 and ranks.main else None
+    if found:  # the preset the run recorded at its creation wins over how this session names it
+        preset = run_info(run_dir).get("preset") or found[1].get("preset") or preset
+    trainer.preset = preset
     if ranks.main:
-        create_run(run_dir, cfg)  # only now: a setup that fails above leaves no run folder behind
+        create_run(run_dir, cfg, preset)  # only now: a setup that fails above leaves no run folder behind
     if found:
         trainer.load_state_dict(found[1])
         if evaluator is not None:
@@ -140,6 +148,8 @@ def _train(cfg: Config, run_dir: Path, ranks: dist.Ranks, resume: bool, data_dir
     # ---- the loop ------------------------------------------------------------------------------
     trainer.start_clock()
     t_start = tick_t = ckpt_t = time.perf_counter()  # ckpt_t: the last checkpoint of this session
+    # img/s and ETA every train.progress_seconds between the ticks, from the clock and the step counter
+    heartbeat = Heartbeat(t.progress_seconds, t.steps, trainer.batch)
     tick_images = 0
     target_hit = target_reached = stopping = False
     with StopSignals() as stop, batches:
@@ -154,8 +164,11 @@ def _train(cfg: Config, run_dir: Path, ranks: dist.Ranks, resume: bool, data_dir
             if not ok:  # too many updates skipped in a row: back to the newest good checkpoint
                 roll_back(trainer, run_dir, record)
                 tick_t, tick_images = time.perf_counter(), 0
+                heartbeat.restart(trainer.step)
                 continue
             tick_images += trainer.batch
+            if heartbeat.due(trainer.step):
+                record.beat(*heartbeat.beat(trainer.step, trainer.images_seen))
 
             # -- tick: a metrics line, the monitor (grid or toy measures), warnings
             if trainer.step % t.tick_every == 0 or trainer.step == t.steps:
@@ -188,6 +201,7 @@ def _train(cfg: Config, run_dir: Path, ranks: dist.Ranks, resume: bool, data_dir
                     log(f"target FID {cfg.eval.target_fid} reached at step {trainer.step}: FID {result['fid']:.3f}, "
                         f"{result['elapsed_s']:.1f} s since the run started")
                 tick_t, tick_images = time.perf_counter(), 0  # evaluation time is not training throughput
+                heartbeat.restart(trainer.step)
 
             # -- stop here? on a signal, or at the target FID; and is a checkpoint by time due? Under
             # torchrun every rank must do the same at the same step, so they agree every AGREE_EVERY steps
@@ -206,6 +220,7 @@ def _train(cfg: Config, run_dir: Path, ranks: dist.Ranks, resume: bool, data_dir
                     trainer.save(run_dir, t.keep_checkpoints, eval=evaluator.state() if evaluator else {})
                 except NonFinite:
                     roll_back(trainer, run_dir, record)
+                    heartbeat.restart(trainer.step)
                     continue
                 ckpt_t = time.perf_counter()
             if stopping:
@@ -230,17 +245,30 @@ def _train(cfg: Config, run_dir: Path, ranks: dist.Ranks, resume: bool, data_dir
 
 
 def latest_for_resume(run_dir: Path, cfg: Config):
-    """The newest readable checkpoint of the run (path, state), checked against the config; None
-    when the run has none yet. A run whose checkpoints are all unreadable is refused (exit 2) before
-    anything is written: resuming it from step 0 would overwrite its record."""
+    """The newest readable *complete* checkpoint of the run (path, state), checked against the config;
+    None when the run has none yet. Refused (exit 2) before anything is written: a run whose
+    checkpoints are all unreadable (resuming it from step 0 would overwrite its record), and a run
+    whose complete checkpoint is unreadable and whose readable ones are slim (checkpoint.py): those
+    hold no discriminator, optimizer or RNG state, so no exact resume, nor any resume worth the
+    name, can start from them; they still serve sample / export / eval."""
     if not holds_run(run_dir):
         raise UserError(f"no run at {run_dir}; drop --resume to start one there")
-    found, damaged = checkpoint.newest_readable(run_dir)
-    if found is None and damaged:
-        names = "; ".join(f"{p.name}: {reason}" for p, reason in damaged)
-        raise UserError(f"cannot resume {run_dir}: none of its {len(damaged)} checkpoint(s) can be read ({names}). "
-                        f"Nothing was changed. Move them out of {checkpoint.checkpoint_dir(run_dir)} to start the run "
-                        f"again from step 0, or start a new run with another --out")
+    found, damaged = checkpoint.newest_readable(run_dir, complete=True)
+    if found is None:  # no complete checkpoint can be read: refuse before anything is written
+        readable, unreadable = checkpoint.newest_readable(run_dir)  # any kind: slim ones, if any, are readable
+        if readable is not None:  # an exact resume needs D, the optimizers and the RNG states, which slim ones lack
+            names = "; ".join(f"{p.name}: {reason}" for p, reason in damaged) or "none is left"
+            bad = {p for p, _ in unreadable}
+            slim = [p.name for p in checkpoint.list_checkpoints(run_dir) if checkpoint.is_slim(p) and p not in bad]
+            raise UserError(f"cannot resume {run_dir}: its newest complete checkpoint cannot be read ({names}) and the "
+                            f"readable ones ({', '.join(slim)}) are slim: the generator only, without the discriminator "
+                            f"and optimizer state training needs. Nothing was changed. 'dcgan sample/export/eval "
+                            f"{run_dir}' still read them; to train, start a new run with another --out")
+        if unreadable:
+            names = "; ".join(f"{p.name}: {reason}" for p, reason in unreadable)
+            raise UserError(f"cannot resume {run_dir}: none of its {len(unreadable)} checkpoint(s) can be read ({names}). "
+                            f"Nothing was changed. Move them out of {checkpoint.checkpoint_dir(run_dir)} to start the run "
+                            f"again from step 0, or start a new run with another --out")
     for path, reason in damaged:
         print(f"dcgan: warning: skipping {path.name}: {reason}", file=sys.stderr)
     if found:

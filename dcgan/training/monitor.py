@@ -21,7 +21,7 @@ import torch
 from ..config import Config
 from ..data.prepare import Dataset
 from ..data.sources import SOURCES
-from ..images import save_grid
+from ..images import class_grid, make_grid, save_image
 from ..sampling import generate, noise
 
 GRID_COLUMNS = 10
@@ -38,7 +38,9 @@ class ImageGrids:
 
     def tick(self, step: int, G: torch.nn.Module, G_eval: torch.nn.Module, D: torch.nn.Module) -> dict[str, Any]:
         images = generate(G_eval, len(self.z), self.y, z=self.z)
-        save_grid(images.numpy(), self.run_dir / "grids" / f"step-{step:09d}.png", nrow=GRID_COLUMNS)
+        # one row per class (GRID_COLUMNS noises each), else GRID_COLUMNS x GRID_COLUMNS
+        grid = class_grid(images.numpy(), self.y.numpy()) if self.y is not None else make_grid(images.numpy(), GRID_COLUMNS)
+        save_image(grid, self.run_dir / "grids" / f"step-{step:09d}.png")
         return {}
 
     def summary(self, record: dict[str, Any]) -> str:

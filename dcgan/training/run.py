@@ -1,7 +1,8 @@
-"""The run folder: config.toml, metrics.jsonl, grids/, checkpoints/; what rank 0 records while training."""
+"""The run folder: config.toml, run.json, metrics.jsonl, grids/, checkpoints/; what rank 0 records while training."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -9,11 +10,22 @@ from typing import Any
 from .. import checkpoint
 from ..config import RESUMABLE_CHANGES, Config, diff, load_toml, to_toml
 from ..errors import UserError
-from ..files import MetricsLog, atomic_write, check_writable
+from ..files import RUN_INFO, MetricsLog, atomic_write, check_writable, run_info
 
 
 def default_run_dir(name: str) -> Path:
     return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def preset_label(preset_or_path: str) -> str | None:
+    """What `dcgan train PRESET_OR_TOML` builds the run from, as the run records it: the preset's name,
+    the absolute path of a TOML file, or for a run folder the preset that run records (None if none)."""
+    p = Path(preset_or_path)
+    if p.is_dir():
+        return run_info(p).get("preset")
+    if preset_or_path.endswith(".toml"):
+        return str(p.resolve())
+    return preset_or_path
 
 
 def holds_run(path: Path) -> bool:
@@ -47,9 +59,10 @@ def check_run(path: Path, cfg: Config, resume: bool) -> None:
     check_writable(path)
 
 
-def create_run(path: Path, cfg: Config) -> None:
+def create_run(path: Path, cfg: Config, preset: str | None = None) -> None:
     """Create the run folder's layout and write config.toml (after `check_run` and after every
-    other check of the setup, so that a failed start leaves nothing behind)."""
+    other check of the setup, so that a failed start leaves nothing behind), and run.json with the
+    preset when it is known and not recorded yet (a resumed run keeps what its creation wrote)."""
     try:
         (path / "grids").mkdir(parents=True, exist_ok=True)
         checkpoint.checkpoint_dir(path).mkdir(exist_ok=True)
@@ -57,6 +70,8 @@ def create_run(path: Path, cfg: Config) -> None:
         raise UserError(f"--out {path}: cannot create the run folder ({e.strerror or e}); choose another path") from None
     checkpoint.remove_stale_temporaries(path)  # left by a writer killed mid-checkpoint
     atomic_write(path / "config.toml", to_toml(cfg.to_dict()).encode())
+    if preset and not run_info(path).get("preset"):
+        atomic_write(path / RUN_INFO, (json.dumps({"preset": preset}) + "\n").encode())
 
 
 class RunRecord:
@@ -80,6 +95,14 @@ class RunRecord:
             self.log(line)
         if self.tb is not None:
             self.tb.tick(record)
+
+    def beat(self, record: dict[str, Any], line: str) -> None:
+        """A time-based progress line between ticks (progress.Heartbeat): for a person only, not in
+        metrics.jsonl, whose lines are the ticks."""
+        if self.progress is not None:
+            self.progress.beat(record, line)
+        else:
+            self.log(line)
 
     def eval(self, result: dict[str, Any]) -> None:
         if self.metrics is not None:

@@ -120,6 +120,7 @@ class Trainer:
         self._clock = time.perf_counter()  # elapsed_s() = elapsed + the time since this
         self.tick_sums = torch.zeros(4, device=device)  # d_loss, g_loss, D(x), D(G(z)) summed since the last tick
         self.tick_steps = 0
+        self.preset: str | None = None  # what the run was made from (training/run.py), recorded in every checkpoint
 
     @classmethod
     def build(cls, cfg: Config, data: Dataset, device: torch.device, ranks: Ranks = Ranks()) -> "Trainer":
@@ -203,6 +204,7 @@ class Trainer:
             "rng": {**get_rng_state(self.gen), **({"noise_ranks": noise_ranks} if noise_ranks else {})},
             "health": self.health.state(),
             "lr_scale": self.lr_scale,
+            "preset": self.preset,
         }
 
     def load_state_dict(self, state: dict[str, Any], rollback: bool = False) -> None:
@@ -257,9 +259,12 @@ class Trainer:
         """Return to the newest good checkpoint with lower learning rates (or stop, past the limit);
         returns the step that went wrong."""
         self.health.rolled_back()
-        good = self.ranks.from_main(checkpoint.latest(run_dir) if self.ranks.main else None)
+        # the newest *complete* one: a slim checkpoint has no D and no optimizer state to go back to
+        good = self.ranks.from_main(checkpoint.latest(run_dir, complete=True) if self.ranks.main else None)
         if good is None:
-            raise TrainingDiverged("training produced non-finite values before its first checkpoint; "
+            when = ("and its newest complete checkpoint cannot be read (the older kept ones are slim, the generator "
+                    "only)" if checkpoint.list_checkpoints(run_dir) else "before its first checkpoint")
+            raise TrainingDiverged(f"training produced non-finite values {when}; "
                                    "lower the learning rates (optim.lr_g / optim.lr_d) or check the data")
         bad_step = self.step + 1  # the step being taken (steps count from 1, as in metrics.jsonl)
         self.load_state_dict(good[1], rollback=True)
