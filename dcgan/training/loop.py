@@ -126,6 +126,11 @@ def _train(cfg: Config, run_dir: Path, ranks: dist.Ranks, resume: bool, data_dir
         if evaluator is not None:
             evaluator.load(found[1].get("eval", {}))
         log(f"resumed {run_dir} from {found[0].name} (step {trainer.step})")
+        saved_steps = found[1]["config"]["train"]["steps"]
+        if o.lr_decay > 0 and saved_steps != t.steps:
+            log(f"note: optim.lr_decay={o.lr_decay} follows train.steps, now {t.steps} (was {saved_steps}): the learning "
+                f"rates continue on the schedule of the new length, so this run will not equal one trained to "
+                f"{t.steps} steps without a stop")
     resume_step = trainer.step if resume else None
     record = RunRecord(run_dir if ranks.main else None, resume_step, tb_writer, log, progress)
     # the tick hook, from the kind of data: image grids, or the toy monitors for 2-D points
