@@ -446,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
     s.set_defaults(func=cmd_bench)
 
-    from .metrics.cli import add_parsers as add_metric_parsers
+    from .eval_cli import add_parsers as add_metric_parsers
 
     add_metric_parsers(sub)  # eval, eval train-classifier
     _batch_alias(sub.choices.get("eval"))
@@ -495,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _batch_alias(eval_parser: argparse.ArgumentParser | None) -> None:
-    """`dcgan eval` (dcgan/metrics/cli.py) spells its batch flag --batch-size; give it --batch too, the
+    """`dcgan eval` (dcgan/eval_cli.py) spells its batch flag --batch-size; give it --batch too, the
     name every other command uses, when that parser still has --batch-size."""
     if eval_parser is None:
         return

@@ -74,6 +74,9 @@ def sweep(base: str, out: str | Path, *, grid: list[str] = (), seeds: int = 3, s
         raise UserError("give the budget of every run: --steps N or --kimg K (thousands of real images), not both")
     if n_eval < 10:
         raise UserError(f"--n must be >= 10, got {n_eval}")
+    from .device import pick_device
+
+    pick_device(device)  # a device that is not here: exit 2 before any run
     axes = parse_grid(list(grid))
     combos = [list(zip([k for k, _ in axes], values)) for values in itertools.product(*[v for _, v in axes])]
     out = Path(out)

@@ -154,7 +154,7 @@ def test_every_option_and_positional_has_a_help_line():
             if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
                 continue  # -h, and the hidden old spellings
             if name == "eval" and "--batch" not in action.option_strings:
-                continue  # dcgan eval's own flags belong to dcgan/metrics/cli.py
+                continue  # dcgan eval's own flags belong to dcgan/eval_cli.py
             if not (action.help or "").strip():
                 missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
     assert missing == []

@@ -6,7 +6,7 @@
       ↑
     engines   training, metrics (metrics never imports training), toy.monitor
       ↑
-    commands  cli, metrics.cli, report, export, bench, experiment, the package's own __init__/__main__
+    commands  cli, eval_cli, report, export, bench, experiment, the package's own __init__/__main__
 
 Every import counts, also one inside a function, since it runs all the same. A module may import its
 own layer or a lower one, and no import cycle exists anywhere."""
@@ -26,7 +26,7 @@ LAYERS = [  # (layer, module-name prefixes); the longest matching prefix decides
     (1, ["dcgan.models", "dcgan.data", "dcgan.losses", "dcgan.augment", "dcgan.checkpoint", "dcgan.sampling", "dcgan.interpolate",
          "dcgan.toy"]),
     (2, ["dcgan.training", "dcgan.metrics", "dcgan.toy.monitor"]),
-    (3, ["dcgan.cli", "dcgan.metrics.cli", "dcgan.report", "dcgan.export", "dcgan.bench", "dcgan.experiment", "dcgan.sweep",
+    (3, ["dcgan.cli", "dcgan.eval_cli", "dcgan.report", "dcgan.export", "dcgan.bench", "dcgan.experiment", "dcgan.sweep",
          "dcgan.__main__", "dcgan"]),
 ]
 

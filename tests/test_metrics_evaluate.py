@@ -326,3 +326,37 @@ def test_eval_through_the_main_command(tmp_path, digits, capsys):
     assert out["label_accuracy"]["accuracy"] >= 0.95 and out["protocol"]["n_fake"] == 100
     assert main(["eval", str(f), "--metrics", "nope"]) == 2
     assert "unknown metric 'nope'" in capsys.readouterr().err
+
+
+def test_eval_prints_its_result_first_and_a_folder_it_cannot_write_costs_only_the_record(tiny_run, monkeypatch, capsys):
+    """The JSON comes first, then one line for a person; a run folder that cannot be written gets a
+    one-line warning instead of a traceback, and --no-record does not touch metrics.jsonl."""
+    from dcgan import files
+
+    before = (tiny_run / "metrics.jsonl").read_bytes()
+    assert eval_cli.main(["eval", str(tiny_run), "--n", "100", "--no-record"]) == 0
+    out, err = capsys.readouterr()
+    result = json.loads(out)
+    assert (tiny_run / "metrics.jsonl").read_bytes() == before
+    assert f"FID {result['fid']:.2f}" in err and "(n = 100 vs the test split)" in err and "real data" not in err
+
+    def read_only(self, record):
+        raise PermissionError(13, "Permission denied", str(self.path))
+
+    monkeypatch.setattr(files.MetricsLog, "write", read_only)
+    assert eval_cli.main(["eval", str(tiny_run), "--n", "100"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["fid"] == result["fid"]
+    assert "warning: the result was not recorded in" in err and "Permission denied" in err and "Traceback" not in err
+
+
+def test_the_summary_line_names_the_real_data_floor_under_its_protocol():
+    from dcgan.metrics.evaluate import summary_line
+
+    result = {"fid": 7.923, "precision_recall": {"precision": 0.842, "recall": 0.683},
+              "label_accuracy": {"accuracy": 0.9891}, "classes": {"classes_covered": 10, "num_classes": 10},
+              "protocol": {"extractor_arch": "mnist-cnn-v1", "reference": {"split": "test"}, "n_fake": 10000}}
+    assert summary_line(result) == ("FID 7.92 (real data: 4.29); precision 0.842 / recall 0.683 (real: 0.864 / 0.869); "
+                                    "label accuracy 98.91%; 10/10 classes covered (n = 10000 vs the test split)")
+    result["protocol"]["n_fake"] = 2000  # another protocol: the floor does not apply
+    assert "real" not in summary_line(result)

@@ -14,7 +14,6 @@ resize to the extractor's input (28→64→28 for a 64x64 generator).
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import io
 import json
@@ -53,7 +52,8 @@ REFERENCE_SUBSET_SEED = 0
 _MIN_SAMPLES = {"fid": 2, "kid": 2, "precision_recall": PR_K + 1}  # of fakes and of real images; others: 1 fake
 
 Log = Callable[[str], None]
-_stderr = functools.partial(print, file=sys.stderr)
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)  # sys.stderr as it is now (a test or a caller may have replaced it)
 
 
 @dataclass(frozen=True)
@@ -446,11 +446,41 @@ def evaluate(source: str | Path, n: int = 10000, metrics: str | Sequence[str] | 
                              seed=seed, data_dir=data_dir, batch_size=batch_size, log=log)
     result["protocol"] = {**origin, **result["protocol"]}
     result["elapsed_s"] = time.perf_counter() - t0
-    if record and origin["source"] == "run":  # never for a checkpoint file or an .npz
-        MetricsLog(source / "metrics.jsonl").write({"kind": "eval", "step": origin["step"], "time": time.time(),
-                                                   **result})
-        log(f"appended the result to {source / 'metrics.jsonl'}")
+    if record:
+        record_result(result, log)
     return result
+
+
+def record_result(result: dict[str, Any], log: Log = _stderr) -> None:
+    """Append a run's result to its metrics.jsonl ("kind": "eval"); nothing for a checkpoint file or an
+    .npz. A folder that cannot be written costs the record, not the result: one warning line."""
+    if result["protocol"].get("source") != "run":
+        return
+    path = Path(result["protocol"]["path"]) / "metrics.jsonl"
+    try:
+        MetricsLog(path).write({"kind": "eval", "step": result["protocol"]["step"], "time": time.time(), **result})
+        log(f"appended the result to {path}")
+    except OSError as e:
+        log(f"warning: the result was not recorded in {path} ({e.strerror or e}); --no-record skips recording")
+
+
+# Real MNIST training images vs the test split, n = 10,000, shipped classifier (docs/METRICS.md, "The real-data floor")
+MNIST_FLOOR = {"fid": 4.29, "precision": 0.864, "recall": 0.869}
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    """One line for a person: FID, precision / recall, label accuracy, classes covered, and the real-data
+    floor when the protocol is the one it was measured under."""
+    p, pr, acc, c = (result.get(k) for k in ("protocol", "precision_recall", "label_accuracy", "classes"))
+    split = (p.get("reference") or {}).get("split")
+    floor = MNIST_FLOOR if (p["extractor_arch"], split, p["n_fake"]) == ("mnist-cnn-v1", "test", 10000) else None
+    parts = [f"FID {result['fid']:.2f}" + (f" (real data: {floor['fid']})" if floor else "")] if "fid" in result else []
+    if pr:
+        parts.append(f"precision {pr['precision']:.3f} / recall {pr['recall']:.3f}"
+                     + (f" (real: {floor['precision']} / {floor['recall']})" if floor else ""))
+    parts += [f"label accuracy {100 * acc['accuracy']:.2f}%"] if acc else []
+    parts += [f"{c['classes_covered']}/{c['num_classes']} classes covered"] if c else []
+    return "; ".join(parts) + f" (n = {p['n_fake']} vs the {split} split)"
 
 
 def fid_of_generator(G: torch.nn.Module, n: int = 2000, reference: str = "test", seed: int = 0, dataset: str = "mnist",

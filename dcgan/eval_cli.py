@@ -14,22 +14,22 @@ from __future__ import annotations
 import json
 import sys
 
-from ..config import Config, set_data_items
-from ..data.sources import SOURCES
-from ..errors import UserError
-from ..progress import showing
+from .config import Config, set_data_items
+from .data.sources import SOURCES
+from .errors import UserError
+from .progress import showing
 
 TRAIN_CLASSIFIER = "train-classifier"
 
 # options of each form, as (attribute, flag): refused in the other form when given
 _EVAL_ONLY = tuple((a, "--" + a.replace("_", "-")) for a in ("n", "metrics", "reference", "raw", "extractor",
-                                                             "classifier", "inception_weights"))
+                                                             "classifier", "inception_weights", "no_record"))
 _TRAIN_ONLY = tuple((a, "--" + a.replace("_", "-")) for a in ("epochs", "out", "train_images", "test_images"))
 
 
 def add_parsers(sub) -> None:
     """Add `eval` to the main parser's subparsers (the `sub` of build_parser)."""
-    from .evaluate import METRICS
+    from .metrics.evaluate import METRICS
 
     s = sub.add_parser(
         "eval", help="measure a run, checkpoint or .npz of samples (FID, KID, ...); or train the feature extractor",
@@ -64,6 +64,8 @@ def add_parsers(sub) -> None:
                    help="real split to compare with (default test; a dataset without one: train): all of it, or a "
                         "fixed random subset of n images when n is smaller")
     e.add_argument("--raw", action="store_true", default=None, help="use the raw generator instead of its EMA")
+    e.add_argument("--no-record", action="store_true", default=None,
+                   help="do not append the result to the run's metrics.jsonl (e.g. a folder you cannot write)")
     e.add_argument("--extractor", choices=["auto", "classifier", "inception"], default=None,
                    help="feature extractor (default auto: the project's classifier for grey images and for RGB data a "
                         f"classifier was trained on with '{TRAIN_CLASSIFIER}', else Inception-v3); Inception metrics: "
@@ -106,7 +108,7 @@ def _data_config(dataset: str, sets: list[str] | None):
 def cmd_eval(args) -> int:
     if args.target == TRAIN_CLASSIFIER:
         return _cmd_train_classifier(args)
-    from .evaluate import evaluate
+    from .metrics.evaluate import evaluate, record_result, summary_line
 
     _refuse(args, _TRAIN_ONLY, "dcgan eval RUN")
     if args.dataset_arg is not None:
@@ -123,13 +125,16 @@ def cmd_eval(args) -> int:
                           reference=args.reference, seed=args.seed or 0, dataset=args.dataset,
                           device=args.device or "auto", ema=not args.raw, batch_size=args.batch_size or 500,
                           data_dir=args.data_dir, extractor=args.extractor, inception_weights=args.inception_weights,
-                          classifier=args.classifier, data=data)
-    print(json.dumps(result))
+                          classifier=args.classifier, data=data, record=False)
+    print(json.dumps(result), flush=True)  # first: a run folder that cannot be written must not cost the result
+    print(summary_line(result), file=sys.stderr)
+    if not args.no_record:
+        record_result(result)
     return 0
 
 
 def _cmd_train_classifier(args) -> int:
-    from .classifier import DEFAULT_BATCH, DEFAULT_EPOCHS, train_any_classifier, train_classifier, train_command
+    from .metrics.classifier import DEFAULT_BATCH, DEFAULT_EPOCHS, train_any_classifier, train_classifier, train_command
 
     form = f"dcgan eval {TRAIN_CLASSIFIER}"
     _refuse(args, _EVAL_ONLY, form)
