@@ -473,7 +473,7 @@ def summary_line(result: dict[str, Any]) -> str:
     floor when the protocol is the one it was measured under."""
     p, pr, acc, c = (result.get(k) for k in ("protocol", "precision_recall", "label_accuracy", "classes"))
     split = (p.get("reference") or {}).get("split")
-    floor = MNIST_FLOOR if (p["extractor_arch"], split, p["n_fake"]) == ("mnist-cnn-v1", "test", 10000) else None
+    floor = MNIST_FLOOR if (p.get("extractor_arch"), split, p["n_fake"]) == ("mnist-cnn-v1", "test", 10000) else None
     parts = [f"FID {result['fid']:.2f}" + (f" (real data: {floor['fid']})" if floor else "")] if "fid" in result else []
     if pr:
         parts.append(f"precision {pr['precision']:.3f} / recall {pr['recall']:.3f}"
