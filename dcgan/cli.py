@@ -507,23 +507,12 @@ def _batch_alias(eval_parser: argparse.ArgumentParser | None) -> None:
 
 
 def entry() -> None:
-    """The `dcgan` program (the console script and `python -m dcgan`): main(), then exit with its code.
-
-    A torchrun worker ends without finalizing the interpreter. Its gloo process group keeps worker
-    threads that can still be releasing the tensors of a finished collective (the last all-gather)
-    when the main thread reaches interpreter finalization; a thread that then needs the GIL is ended
-    by the finalizing interpreter, which unwinds a C++ destructor and aborts the process (SIGABRT,
-    'terminate called without an active exception', seen in about 1 of 25 two-process runs on a
-    loaded machine). Everything is written and closed by then, so the worker flushes its streams and
-    leaves with os._exit, before any finalization."""
+    """The `dcgan` program (the console script and `python -m dcgan`): main(), then exit with its
+    code; a torchrun worker leaves without finalizing the interpreter (training/distributed.py, leave)."""
     code = main()
-    from .training.distributed import launched
+    from .training.distributed import leave
 
-    if launched().distributed:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    raise SystemExit(code)
+    leave(code)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -100,7 +100,7 @@ import json, sys
 import torch
 from dcgan.config import resolve
 from dcgan.training import loop, steps
-from dcgan.training.distributed import Ranks, launched
+from dcgan.training.distributed import Ranks, launched, leave
 
 out, sets = sys.argv[1], sys.argv[2:]
 rank = launched().rank
@@ -135,6 +135,7 @@ Ranks.average_buffers = averaged
 cfg, _ = resolve("mnist-cdcgan", sets, {"train.device": "cpu"})
 summary = loop.train(cfg, out + "/run", wrap_batches=Recorded)
 torch.save(seen, f"{out}/seen-{rank}.pt")
+leave(0)  # as `dcgan train` ends under torchrun: no interpreter finalization (see leave)
 '''
 
 
@@ -177,3 +178,41 @@ def test_each_process_trains_on_its_own_shard_with_its_own_noise_and_averaged_st
             assert torch.allclose(a0, (u + v) / 2) and torch.equal(a0, a1)
     saved = [v for k, v in final_state(tmp_path / "run")["models"]["D"].items() if "running" in k]
     assert all(torch.equal(s, a) for s, a in zip(saved, [b for b in seen[0]["bn_after"][1]]))
+
+
+LEAVER = '''
+import atexit, os, sys
+import torch, torch.distributed as dist
+from dcgan.training.distributed import leave
+dist.init_process_group("gloo")
+model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2))
+model(torch.zeros(1, 2)).sum().backward()
+out = [None, None]
+dist.all_gather_object(out, dist.get_rank())
+del model
+dist.destroy_process_group()
+atexit.register(lambda: open(os.path.join(sys.argv[1], f"finalized-{os.environ['RANK']}"), "w").close())
+sys.stdout.write(f"done {out}\\n")  # one write: the two workers share the pipe
+leave(3)
+'''
+
+
+def test_a_worker_leaves_without_finalizing_the_interpreter(tmp_path):
+    """DDP keeps the gloo process group, and so its worker threads, alive past destroy_process_group();
+    finalizing the interpreter beside such a thread can abort the process (distributed.leave). A worker
+    must therefore leave with its exit code and without finalization: no atexit handler runs."""
+    script = tmp_path / "leaver.py"
+    script.write_text(LEAVER)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(script), str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode != 0 and "exitcode  : 3" in proc.stderr, proc.stderr[-2000:]  # the code is kept
+    assert proc.stdout.splitlines().count("done [0, 1]") == 2  # streams flushed before leaving
+    assert not list(tmp_path.glob("finalized-*"))  # no interpreter finalization in either worker
+
+
+def test_leave_outside_torchrun_is_an_ordinary_exit(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(SystemExit) as e:
+        dist.leave(4)
+    assert e.value.code == 4
