@@ -185,9 +185,12 @@ def cmd_sweep(args) -> int:
     from .progress import showing
     from .sweep import sweep
 
-    with showing():
+    sets = list(args.set or []) + ([f"train.batch={args.batch_size}"] if args.batch_size is not None else [])
+    log = (lambda m: None) if args.quiet else None
+    with showing(not args.quiet):
         result = sweep(args.base, args.out, grid=args.grid or [], seeds=args.seeds, steps=args.steps, kimg=args.kimg,
-                       n_eval=args.n, sets=args.set or [], device=args.device, data_dir=args.data_dir)
+                       n_eval=args.n, sets=sets, device=args.device, data_dir=args.data_dir, log=log,
+                       first_seed=args.seed)
     print(json.dumps(_sweep_summary(result, args.out)))
     return 0
 
@@ -303,14 +306,15 @@ DATA_DIR_HELP = "data root (default $DCGAN_DATA, else ~/.cache/dcgan)"
 UNUSED_DATA_DIR_HELP = DATA_DIR_HELP + "; this command reads no data, so it only accepts it (the same flags work everywhere)"
 
 
-def add_shared(s: argparse.ArgumentParser, *, device_default: str | None = "auto", seed: str | None = None,
-               seed_default: int | None = None, data_dir: str = DATA_DIR_HELP, quiet: str | None = None,
-               batch: str | None = None, batch_default: Any = None, batch_type: Any = int) -> None:
+def add_shared(s: argparse.ArgumentParser, *, device_default: str | None = "auto", device_note: str = "",
+               seed: str | None = None, seed_default: int | None = None, data_dir: str = DATA_DIR_HELP,
+               quiet: str | None = None, batch: str | None = None, batch_default: Any = None,
+               batch_type: Any = int) -> None:
     """Add --device, --seed, --data-dir, --quiet and --batch to a command that runs a model, each with
     the same name and meaning everywhere: --device is checked by dcgan.device.pick_device (exit 2, one
-    line; a None default leaves train.device to the configuration), --batch is the batch size (dest
-    batch_size). A None help: the command does not take that flag."""
-    s.add_argument("--device", default=device_default, help=DEVICE_HELP)
+    line; a None default leaves train.device to the configuration; `device_note` is added to its help),
+    --batch is the batch size (dest batch_size). A None help: the command does not take that flag."""
+    s.add_argument("--device", default=device_default, help=DEVICE_HELP + device_note)
     if seed is not None:
         s.add_argument("--seed", type=int, default=seed_default, help=seed)
     s.add_argument("--data-dir", help=data_dir)
@@ -385,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_shared(s, seed="noise seed (default 0): the same seed gives the same images on any batch size", seed_default=0,
                data_dir=UNUSED_DATA_DIR_HELP, quiet="no progress bar",
                batch="images generated at a time (default 500); the images do not depend on it", batch_default=500)
-    s.add_argument("--batch-size", dest="batch_size", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # the old spelling (and eval's)
+    s.add_argument("--batch-size", dest="batch_size", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # the old spelling, silent (eval's warns)
     s.add_argument("--top-k-by-d", type=int, metavar="K",
                    help="generate --from M images and keep the K that the run's D scores most real, best first "
                         "(K+1-class D: 1 - p(fake)); replaces --n")
@@ -409,14 +413,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--grid", action="append", metavar="SECTION.KEY=V1,V2",
                    help="values to try for one key (repeatable: every combination is trained); quote a value "
                         "with commas: train.augment=\"translation,cutout\",\"\"")
-    s.add_argument("--seeds", type=int, default=3, help="seeds 0..S-1 per combination (default 3)")
+    s.add_argument("--seeds", type=int, default=3, help="seeds per combination (default 3): --seed, --seed + 1, ...")
     s.add_argument("--steps", type=int, help="training steps of every run")
     s.add_argument("--kimg", type=float, help="or: thousands of real images per run (steps = kimg * 1000 / train.batch)")
     s.add_argument("--n", type=int, default=10000, help="images per evaluation (default 10000)")
     s.add_argument("--out", required=True, help="folder of the runs, grids/, table.md and table.json")
-    s.add_argument("--device", help="auto | cpu | cuda | cuda:N (train.device; evaluation too)")
-    s.add_argument("--data-dir", help="data root (default $DCGAN_DATA, else ~/.cache/dcgan)")
     s.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="an override of every run (repeatable)")
+    add_shared(s, device_default=None, device_note=" (train.device of every run, and its evaluation)",
+               seed="the first seed (train.seed; default 0)", seed_default=0,
+               quiet="print only the result (otherwise the runs' lines, labelled, and bars while measuring)",
+               batch="batch size of every run (train.batch; the same as --set train.batch=B, a --grid of "
+                     "train.batch overrides it)")
     s.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("bench", help="measure training throughput of a preset (img/s, ms per step, TFLOP/s)")
@@ -448,8 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .eval_cli import add_parsers as add_metric_parsers
 
-    add_metric_parsers(sub)  # eval, eval train-classifier
-    _batch_alias(sub.choices.get("eval"))
+    add_metric_parsers(sub, add_shared, Deprecated)  # eval, eval train-classifier: the same shared flags
 
     s = sub.add_parser("prepare", help="build the canonical cache of a dataset (downloads when needed)")
     s.add_argument("dataset", help="a dataset name: mnist, fashion-mnist, cifar10, folder, ... (the presets' data.dataset)")
@@ -492,18 +498,6 @@ def build_parser() -> argparse.ArgumentParser:
                data_dir=UNUSED_DATA_DIR_HELP)
     s.set_defaults(func=cmd_export)
     return p
-
-
-def _batch_alias(eval_parser: argparse.ArgumentParser | None) -> None:
-    """`dcgan eval` (dcgan/eval_cli.py) spells its batch flag --batch-size; give it --batch too, the
-    name every other command uses, when that parser still has --batch-size."""
-    if eval_parser is None:
-        return
-    for action in eval_parser._actions:
-        if "--batch-size" in action.option_strings and "--batch" not in eval_parser._option_string_actions:
-            eval_parser.add_argument("--batch", dest=action.dest, type=int, metavar="B",
-                                     help="the same as --batch-size: the batch flag every dcgan command takes")
-            return
 
 
 def entry() -> None:

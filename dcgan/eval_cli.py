@@ -6,7 +6,9 @@
 TARGET `train-classifier` trains the feature extractor on DATASET (mnist without --set: the shipped
 mnist-cnn-v1, into the package; else small-cnn-v1, into the cache where `dcgan eval` finds it); any
 other TARGET (./train-classifier for a run folder of that name) is evaluated. Options of the other
-form are refused (exit 2). Both print one JSON object on stdout; progress goes to stderr.
+form are refused (exit 2). Both print one JSON object on stdout; progress goes to stderr (--quiet:
+none), and eval's one-line summary for a person after its JSON. A toy run (2-D points) is measured
+against its target with the measures of its tick lines (dcgan/toy/evaluate.py).
 """
 
 from __future__ import annotations
@@ -27,16 +29,19 @@ _EVAL_ONLY = tuple((a, "--" + a.replace("_", "-")) for a in ("n", "metrics", "re
 _TRAIN_ONLY = tuple((a, "--" + a.replace("_", "-")) for a in ("epochs", "out", "train_images", "test_images"))
 
 
-def add_parsers(sub) -> None:
-    """Add `eval` to the main parser's subparsers (the `sub` of build_parser)."""
+def add_parsers(sub, add_shared, deprecated) -> None:
+    """Add `eval` to the main parser's subparsers (the `sub` of build_parser); `add_shared` and
+    `deprecated` are dcgan.cli's add_shared and Deprecated (passed in: cli imports this module), so
+    --device, --seed, --data-dir, --quiet and --batch are those of every command that runs a model."""
     from .metrics.evaluate import METRICS
 
     s = sub.add_parser(
         "eval", help="measure a run, checkpoint or .npz of samples (FID, KID, ...); or train the feature extractor",
         description="Evaluate generated images against real data with the project's classifier (shipped for MNIST, or "
                     "trained on your labelled data) or Inception-v3 as feature extractor, and print one JSON object "
-                    f"with the metrics and the protocol used. 'dcgan eval {TRAIN_CLASSIFIER} DATASET' trains that "
-                    "classifier.",
+                    "with the metrics and the protocol used (stdout), then a one-line summary (stderr). A toy run "
+                    "(2-D points) is measured against its target: modes covered, high-quality fraction, D accuracy "
+                    f"or mean/covariance error. 'dcgan eval {TRAIN_CLASSIFIER} DATASET' trains that classifier.",
         usage=f"dcgan eval RUN_OR_CHECKPOINT_OR_SAMPLES.npz [options]\n       dcgan eval {TRAIN_CLASSIFIER} DATASET "
               f"[--set data.key=value ...] [--epochs E] [--seed S] [--out PATH]")
     s.add_argument("target", metavar="TARGET", help="a run folder (its newest checkpoint), a .ckpt file, a .npz from "
@@ -44,18 +49,20 @@ def add_parsers(sub) -> None:
     s.add_argument("dataset_arg", metavar="DATASET", nargs="?",
                    help=f"with {TRAIN_CLASSIFIER}: the labelled dataset to train on (mnist, fashion-mnist, cifar10, "
                         f"folder/celeba/lsun with --set data.path=... --set data.labels_from_subfolders=true)")
-    s.add_argument("--seed", type=int, default=None, help="generation noise and KID subsets (eval); initialisation "
-                                                          "and data order (train-classifier); default 0")
-    s.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: auto for eval, cpu for "
-                                                  "train-classifier)")
-    s.add_argument("--dataset", default=None, help="the real data of a .npz (default mnist); a run's comes from its "
-                                                   "checkpoint")
-    s.add_argument("--data-dir", default=None, help="data root (default $DCGAN_DATA, else ~/.cache/dcgan)")
+    add_shared(s, device_default=None, device_note="; train-classifier: default cpu",
+               seed="generation noise and KID subsets (eval); initialisation and data order (train-classifier); "
+                    "default 0",
+               quiet="no progress bars or progress lines: only the JSON on stdout and, for eval, its summary line "
+                     "on stderr (warnings still show)",
+               batch="images per generator/extractor batch (eval, default 500; the result does not depend on it); "
+                     "training batch (train-classifier, default 128)")
+    s.add_argument("--batch-size", dest="batch_size", type=int, action=deprecated, new="--batch",
+                   why="every dcgan command spells the batch size --batch")
+    s.add_argument("--dataset", default=None, help="the real data of a .npz (default mnist; a toy run's points: "
+                                                   "gaussian, ring8 or grid25); a run's comes from its checkpoint")
     s.add_argument("--set", action="append", default=None, metavar="data.KEY=VALUE",
                    help="data settings (repeatable): of the data to train the classifier on, or of an .npz's real "
                         "data, e.g. --set data.path=/images --set data.labels_from_subfolders=true")
-    s.add_argument("--batch-size", type=int, default=None, help="images per generator/extractor batch (eval, default "
-                                                                "500); training batch (train-classifier, default 128)")
     e = s.add_argument_group("evaluation")
     e.add_argument("--n", type=int, default=None, help="images to generate / first images of a .npz (default 10000)")
     e.add_argument("--metrics", default=None,
@@ -120,17 +127,27 @@ def cmd_eval(args) -> int:
             raise UserError("--set data.* describes an .npz's real data and needs --dataset (e.g. --dataset folder "
                             "--set data.path=/images); a run's data comes from its checkpoint")
         data = _data_config(args.dataset, args.set)
-    with showing():  # bars for generation and feature extraction on a terminal
+    log = _log(args.quiet)
+    with showing(not args.quiet):  # bars for generation and feature extraction on a terminal
         result = evaluate(args.target, n=10000 if args.n is None else args.n, metrics=args.metrics,
                           reference=args.reference, seed=args.seed or 0, dataset=args.dataset,
                           device=args.device or "auto", ema=not args.raw, batch_size=args.batch_size or 500,
                           data_dir=args.data_dir, extractor=args.extractor, inception_weights=args.inception_weights,
-                          classifier=args.classifier, data=data, record=False)
+                          classifier=args.classifier, data=data, record=False, log=log)
     print(json.dumps(result), flush=True)  # first: a run folder that cannot be written must not cost the result
     print(summary_line(result), file=sys.stderr)
     if not args.no_record:
-        record_result(result)
+        record_result(result, log)
     return 0
+
+
+def _log(quiet: bool):
+    """The progress lines on stderr; --quiet: only the warnings among them."""
+    def log(message: str) -> None:
+        if not quiet or message.startswith("warning"):
+            print(message, file=sys.stderr)
+
+    return log
 
 
 def _cmd_train_classifier(args) -> int:
@@ -146,13 +163,14 @@ def _cmd_train_classifier(args) -> int:
     epochs = DEFAULT_EPOCHS if args.epochs is None else args.epochs
     seed = args.seed or 0
     batch = DEFAULT_BATCH if args.batch_size is None else args.batch_size
-    extra = "".join(f" --{name.replace('_', '-')} {getattr(args, name)}"
-                    for name in ("batch_size", "out", "train_images", "test_images") if getattr(args, name))
+    extra = (f" --batch {args.batch_size}" if args.batch_size else "") + \
+        "".join(f" --{name.replace('_', '-')} {getattr(args, name)}"
+                for name in ("out", "train_images", "test_images") if getattr(args, name))
     data = _data_config(dataset, args.set)
     options = dict(epochs=epochs, seed=seed, out=args.out, batch=batch, device=args.device or "cpu",
                    data_dir=args.data_dir, command=train_command(data) + f" --epochs {epochs} --seed {seed}" + extra,
                    train_images=args.train_images, test_images=args.test_images,
-                   log=lambda m: print(m, file=sys.stderr))
+                   log=_log(args.quiet))
     if dataset == "mnist" and not args.set:  # the shipped extractor (mnist-cnn-v1), as it was trained
         record = train_classifier(dataset, **options)
     else:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import parse_set, resolve
+from .data.sources import SOURCES
 from .errors import UserError
 
 COLUMNS = [("fid", "FID ↓", "{:.2f}"), ("precision", "precision", "{:.3f}"), ("recall", "recall ↑", "{:.3f}"),
@@ -94,6 +95,11 @@ def sweep(base: str, out: str | Path, *, grid: list[str] = (), seeds: int = 3, s
                 cfg.train.steps = steps
             cfg.validate()
             plans.append((variant_name(assignment), assignment, seed, cfg))
+    toys = sorted({cfg.data.dataset for *_, cfg in plans if getattr(SOURCES.get(cfg.data.dataset), "target", None)})
+    if toys:  # measured with FID, precision/recall, ...: image runs only
+        raise UserError(f"dcgan sweep measures image runs (FID, precision/recall); {', '.join(toys)} holds 2-D points: "
+                        f"train toy runs with 'dcgan train' and measure each with 'dcgan eval RUN' (modes covered, "
+                        f"D accuracy, ...)")
     log(f"sweep of {base}: {len(combos)} combination(s) x {seeds} seed(s) = {len(plans)} runs of "
         f"{plans[0][3].train.steps} steps → {out}")
 

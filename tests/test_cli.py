@@ -142,7 +142,7 @@ def subparsers():
 
 # the commands that run a model: (shows progress, so takes --quiet; has a batch size, so takes --batch)
 MODEL_COMMANDS = {"train": (True, True), "sample": (True, True), "experiment": (True, True), "bench": (True, True),
-                  "interpolate": (False, False), "export": (False, False)}
+                  "eval": (True, True), "sweep": (True, True), "interpolate": (False, False), "export": (False, False)}
 
 
 def test_every_option_and_positional_has_a_help_line():
@@ -153,8 +153,6 @@ def test_every_option_and_positional_has_a_help_line():
         for action in parser._actions:
             if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
                 continue  # -h, and the hidden old spellings
-            if name == "eval" and "--batch" not in action.option_strings:
-                continue  # dcgan eval's own flags belong to dcgan/eval_cli.py
             if not (action.help or "").strip():
                 missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
     assert missing == []
@@ -187,6 +185,8 @@ def test_commands_that_run_a_model_share_the_flags(command):
     ["bench", "mnist-dcgan", "--iters", "1"],
     ["train", "mnist-dcgan", "--steps", "1", "--out", "{tmp}/run"],
     ["experiment", "conditioning", "--steps", "1", "--out", "{tmp}/exp"],
+    ["eval", "RUN"],
+    ["sweep", "mnist-dcgan", "--steps", "1", "--out", "{tmp}/sweep"],
 ])
 @pytest.mark.parametrize("device", ["cuda:99", "foo"])
 def test_a_device_that_is_not_here_is_one_line_and_exit_2_in_every_command(argv, device, tmp_path, capsys):
@@ -217,4 +217,42 @@ def test_old_spellings_still_parse_with_a_one_line_notice(capsys):
     assert parser.parse_args(["sample", "R", "--out", "x.png"]).batch_size == 500
     assert capsys.readouterr().err == ""
     assert parser.parse_args(["train", "p", "--batch", "32"]).batch == 32
-    assert parser.parse_args(["eval", "RUN", "--batch", "32"]).batch_size == 32  # eval's --batch-size, by the shared name
+    assert parser.parse_args(["eval", "RUN", "--batch", "32"]).batch_size == 32
+    assert parser.parse_args(["eval", "RUN"]).batch_size is None  # eval's default (500; train-classifier 128)
+    assert capsys.readouterr().err == ""
+    assert parser.parse_args(["eval", "RUN", "--batch-size", "32"]).batch_size == 32  # eval's old spelling
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "--batch-size is deprecated" in err[0] and "use --batch" in err[0]
+    assert parser.parse_args(["sweep", "p", "--out", "o", "--batch", "32"]).batch_size == 32
+
+
+def test_sweep_batch_seed_and_quiet_reach_every_run(monkeypatch, tmp_path, capsys):
+    """sweep --batch B is --set train.batch=B for every run, --seed the first seed, --quiet silences
+    the runs' lines and the bars."""
+    import dcgan.sweep
+    from dcgan.progress import steps
+
+    seen = {}
+
+    def fake_sweep(base, out, **kw):
+        empty: list = []
+        bar = steps(empty)
+        seen.update(kw, bars=bar is not empty)  # a bar object only where bars are shown
+        getattr(bar, "close", lambda: None)()
+        return {"variants": {}}
+
+    monkeypatch.setattr(dcgan.sweep, "sweep", fake_sweep)
+    monkeypatch.setenv("DCGAN_PROGRESS", "1")  # bars as on a terminal
+    assert main(["sweep", "p", "--out", str(tmp_path / "s"), "--steps", "2", "--set", "loss.r1_gamma=1",
+                 "--batch", "32", "--seed", "4", "--seeds", "2", "--quiet"]) == 0
+    assert seen["sets"] == ["loss.r1_gamma=1", "train.batch=32"] and seen["first_seed"] == 4 and seen["seeds"] == 2
+    assert seen["log"]("a line") is None and seen["bars"] is False
+    assert capsys.readouterr().err == ""
+    assert main(["sweep", "p", "--out", str(tmp_path / "s"), "--steps", "2"]) == 0
+    assert seen["sets"] == [] and seen["first_seed"] == 0 and seen["log"] is None
+    capsys.readouterr()
+    # and the real sweep: a bad --batch is the config's error, before any run
+    monkeypatch.undo()
+    assert main(["sweep", "mnist-dcgan", "--out", str(tmp_path / "t"), "--steps", "1", "--batch", "0",
+                 "--device", "cpu"]) == 2
+    assert "train.batch" in capsys.readouterr().err and not (tmp_path / "t").exists()

@@ -257,3 +257,130 @@ def test_mlp_trains_on_images_too(tmp_path):
           "--set", "model.d_width=16", "--set", "train.tick_every=3", "--set", "train.batch=8")
     assert "d_acc" not in metrics(run)[-1]  # the image monitor adds no keys
     assert (run / "grids" / "step-000000003.png").is_file()
+
+
+# ---- dcgan eval of a toy run: the monitor's measures, once, with a protocol ---------------------------
+
+def eval_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    rc = main(["eval", *argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_evaluate_points_of_perfect_samples_covers_every_mode():
+    from dcgan.toy.evaluate import evaluate_points, summary_line
+
+    target = TARGETS["ring8"]
+    centres = np.asarray(target.centres, np.float32)
+    labels = np.arange(800) % 8
+    r = evaluate_points(centres[labels], labels, "ring8", seed=3)
+    assert r["mode_coverage"] == {"modes_covered": 8, "num_modes": 8, "hq_frac": 1.0, "label_match": 1.0}
+    # the floor: the same measures of 800 real points of the test split (their own labels)
+    real = r["real"]["mode_coverage"]
+    assert real["modes_covered"] == 8 and 0.95 < real["hq_frac"] <= 1.0 and real["label_match"] == real["hq_frac"]
+    p = r["protocol"]
+    assert p["data_kind"] == "points" and p["n_fake"] == p["n_real"] == 800 and p["seed"] == 3
+    assert p["reference"]["split"] == "test" and p["target"]["modes"] == 8 and p["target"]["sigma"] == 0.02
+    assert "d_accuracy" not in r and p["measures"] == ["mode_coverage"]
+    json.dumps(r)  # JSON as it is
+    # every point asked for the wrong mode: all high quality, no label match; two modes only: 2/8
+    assert evaluate_points(centres[labels], (labels + 1) % 8, "ring8")["mode_coverage"]["label_match"] == 0.0
+    assert evaluate_points(centres[labels % 2], None, "ring8")["mode_coverage"]["modes_covered"] == 2
+    assert summary_line(r).startswith("8/8 modes covered, 100.0% high quality, label match 100.0% (real data: 8/8, ")
+    g = evaluate_points(TARGETS["gaussian"].sample(20_000, 5)[0], None, "gaussian")
+    assert max(g["moment_errors"]["mean_err"]) < 0.05 and g["moment_errors"]["cov_rel_err"] < 0.05
+    assert "covariance error" in summary_line(g)
+    with pytest.raises(UserError, match="holds images, not 2-D points"):
+        evaluate_points(centres, None, "mnist")
+    with pytest.raises(UserError, match=r"expected \(N, 2\)"):
+        evaluate_points(np.zeros((4, 3)), None, "ring8")
+
+
+def test_dcgan_eval_of_a_toy_run_reports_its_measures_and_records_them(tmp_path, capsys):
+    run = tmp_path / "c"
+    train("toy-ring8-conditional", "--out", str(run), "--steps", "10", *SMALL, "--checkpoint-every", "5")
+    before = len(metrics(run))
+    rc, out, err = eval_cli(capsys, str(run), "--n", "400", "--seed", "2", "--device", "cpu")
+    assert rc == 0, err
+    r = json.loads(out)
+    m, d = r["mode_coverage"], r["d_accuracy"]
+    assert isinstance(m["modes_covered"], int) and 0 <= m["modes_covered"] <= m["num_modes"] == 8
+    assert 0.0 <= m["hq_frac"] <= 1.0 and 0.0 <= m["label_match"] <= m["hq_frac"]
+    assert all(0.0 <= d[k] <= 1.0 for k in ("d_acc", "d_acc_real", "d_acc_fake"))
+    assert d["d_acc"] == pytest.approx((d["d_acc_real"] + d["d_acc_fake"]) / 2)
+    assert r["real"]["mode_coverage"]["modes_covered"] == 8
+    p = r["protocol"]
+    assert (p["source"], p["step"], p["generator"], p["n_fake"], p["seed"]) == ("run", 10, "ema", 400, 2)
+    assert p["reference"]["split"] == "test" and p["labels"].startswith("all classes")
+    assert "raw generator" in p["d_accuracy"]
+    # stderr: the progress lines, then one summary line for a person, then where it was recorded
+    lines = err.splitlines()
+    summary = next(line for line in lines if "modes covered" in line)
+    assert summary.startswith(f"{m['modes_covered']}/8 modes covered") and "D accuracy" in summary
+    assert "(n = 400 vs the test split of ring8)" in summary and "appended the result" in lines[-1]
+    rec = metrics(run)
+    assert len(rec) == before + 1 and rec[-1]["kind"] == "eval" and rec[-1]["step"] == 10
+    assert rec[-1]["mode_coverage"] == m and rec[-1]["d_accuracy"] == d
+    # the same again: the same numbers; --no-record leaves metrics.jsonl alone; --quiet: the summary only
+    rc, out2, err = eval_cli(capsys, str(run), "--n", "400", "--seed", "2", "--device", "cpu", "--no-record", "--quiet")
+    assert rc == 0 and len(metrics(run)) == before + 1
+    assert {k: v for k, v in json.loads(out2).items() if k != "elapsed_s"} == \
+        {k: v for k, v in r.items() if k != "elapsed_s"}
+    assert err == summary + "\n"
+    # the older checkpoint is slim (no D): the measures of G, and why D's accuracy is missing
+    slim = run / "checkpoints" / "step-000000005.ckpt"
+    assert checkpoint.is_slim(slim)
+    rc, out, err = eval_cli(capsys, str(slim), "--n", "100", "--device", "cpu")
+    assert rc == 0, err
+    r = json.loads(out)
+    assert "d_accuracy" not in r and r["protocol"]["d_accuracy"].startswith("not measured")
+    assert r["protocol"]["source"] == "checkpoint" and r["protocol"]["step"] == 5 and "mode_coverage" in r
+    assert len(metrics(run)) == before + 1  # a checkpoint file is not recorded
+
+
+def test_dcgan_eval_of_a_gaussian_toy_run_reports_moment_errors(tmp_path, capsys):
+    run = tmp_path / "g"
+    train("toy-gaussian", "--out", str(run), "--steps", "5", "--set", "train.tick_every=5")
+    rc, out, err = eval_cli(capsys, str(run), "--n", "300", "--device", "cpu", "--raw", "--no-record")
+    assert rc == 0, err
+    r = json.loads(out)
+    e = r["moment_errors"]
+    assert len(e["mean_err"]) == 2 and all(v >= 0 for v in e["mean_err"]) and e["cov_rel_err"] >= 0
+    assert len(e["sample_mean"]) == 2 and "mode_coverage" not in r and r["protocol"]["generator"] == "raw"
+    assert r["real"]["moment_errors"]["cov_rel_err"] < 0.5 and 0 <= r["d_accuracy"]["d_acc"] <= 1
+    assert r["protocol"]["target"]["mean"] == [1.0, 2.0]
+    assert "mean error" in err and "covariance error" in err and "D accuracy" in err
+
+
+def test_dcgan_eval_refusals_for_toy_data_say_what_to_do(tmp_path, capsys):
+    run = tmp_path / "r"
+    train("toy-ring8", "--out", str(run), "--steps", "5", *SMALL)
+    for extra, flag in ((["--metrics", "fid"], "--metrics"), (["--metrics", "modes"], "--metrics"),
+                        (["--extractor", "classifier"], "--extractor")):
+        rc, out, err = eval_cli(capsys, str(run), "--device", "cpu", *extra)
+        assert rc == 2 and out == "" and f"drop {flag}" in err and "toy run" in err and err.count("\n") == 1
+    # the samples of a toy run as an .npz: measured against the target --dataset names (no D)
+    npz = tmp_path / "s.npz"
+    assert main(["sample", str(run), "--n", "64", "--out", str(npz)]) == 0
+    rc, out, err = eval_cli(capsys, str(npz))
+    assert rc == 2 and "--dataset" in err and "ring8" in err
+    rc, out, err = eval_cli(capsys, str(npz), "--dataset", "mnist")
+    assert rc == 2 and "holds images, not 2-D points" in err
+    rc, out, err = eval_cli(capsys, str(npz), "--dataset", "ring8", "--n", "50")
+    assert rc == 0, err
+    r = json.loads(out)
+    assert r["protocol"]["source"] == "samples" and r["protocol"]["n_fake"] == 50 and "d_accuracy" not in r
+    assert "modes covered" in err
+    # the classifier route says where a toy run's measures are
+    rc, out, err = eval_cli(capsys, "train-classifier", "ring8", "--epochs", "1",
+                            "--out", str(tmp_path / "p.safetensors"))
+    assert rc == 2 and "'dcgan eval RUN'" in err
+
+
+def test_a_sweep_of_a_toy_preset_is_refused_before_any_run(tmp_path, capsys):
+    out = tmp_path / "sw"
+    assert main(["sweep", "toy-ring8", "--grid", "loss.r1_gamma=0,0.1", "--steps", "5", "--out", str(out),
+                 "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "2-D points" in err and "dcgan eval RUN" in err and not out.exists()

@@ -123,6 +123,42 @@ def test_conditional_grid_has_one_row_per_class(cond_run):
     assert len({t.tobytes() for row in tiles for t in row}) == rows * cols  # no two tiles alike
 
 
+class _LabelPainter(torch.nn.Module):
+    """A stub conditional generator: image i is flat grey 20 * label + 10, its first three pixels a
+    function of its noise (so a tile says which class and which noise it was drawn for)."""
+
+    num_classes, z_dim, out_shape = 10, 4, (1, 28, 28)
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))  # generate() reads the device off a parameter
+
+    def forward(self, z, y):
+        grey = (20 * y + 10).float()[:, None, None, None].expand(len(z), *self.out_shape).clone()
+        grey[:, 0, 0, :3] = 100 + 100 * torch.sigmoid(z[:, :3])  # the noise, readable back
+        return grey / 127.5 - 1.0  # to_uint8 maps it back to the grey levels above
+
+
+def test_the_training_grid_puts_class_r_in_row_r_and_one_noise_per_column(tmp_path):
+    """The grid the training monitor writes (ImageGrids, the function every tick calls), drawn by a
+    generator that paints each image with its label: row r holds only class r, and every row of a
+    column has the same noise."""
+    from dcgan.training.monitor import GRID_COLUMNS, ImageGrids
+
+    G = _LabelPainter()
+    ImageGrids(G.num_classes, G.z_dim, seed=0, run_dir=tmp_path).tick(7, G, G, None)
+    a = np.asarray(Image.open(tmp_path / "grids" / f"step-{7:09d}.png"))
+    assert a.shape == (10 * (28 + PAD) + PAD, GRID_COLUMNS * (28 + PAD) + PAD)
+    corners = np.zeros((10, GRID_COLUMNS, 3), np.uint8)
+    for r in range(10):
+        for c in range(GRID_COLUMNS):
+            tile = a[PAD + r * 30: PAD + r * 30 + 28, PAD + c * 30: PAD + c * 30 + 28]
+            assert (tile.ravel()[3:] == 20 * r + 10).all(), (r, c)  # class r, in row r
+            corners[r, c] = tile[0, :3]
+    assert (corners == corners[0]).all()  # the same noise down each column
+    assert len({tuple(n) for n in corners[0].tolist()}) == GRID_COLUMNS  # and a different one in each column
+
+
 def test_ema_differs_from_the_raw_generator(cond_run):
     models = final_state(cond_run)["models"]
     assert any(not torch.equal(models["G"][k], models["G_ema"][k]) for k in models["G"] if k.endswith("weight"))

@@ -239,7 +239,9 @@ def train_any_classifier(data, *, epochs: int = DEFAULT_EPOCHS, seed: int = 0, o
                             f"{data.dataset}' (or point data.path at your copy), then train the classifier")
     train = prepare(replace(data, split="train"), data_dir, log=log)
     if train.kind != "images":
-        raise UserError(f"{what} holds 2-D points, not images; the classifier measures image data")
+        raise UserError(f"{what} holds 2-D points, not images; the classifier measures image data. A toy run needs "
+                        f"no classifier: 'dcgan eval RUN' measures it against its target (modes covered, D accuracy, "
+                        f"...)")
     if train.num_classes < 2:
         how = ("put one sub-folder per class under data.path and add --set data.labels_from_subfolders=true"
                if data.dataset in ("folder", "celeba", "lsun") else "choose a labelled dataset")

@@ -29,13 +29,16 @@ import numpy as np
 import torch
 
 from ..checkpoint import load_generator
+from ..checkpoint import resolve as resolve_checkpoint
 from ..config import Config, DataConfig
 from ..data.prepare import cache_root, prepare, resize
+from ..data.raw import kind_of
 from ..data.sources import SOURCES
 from ..device import pick_device
 from ..errors import UserError
 from ..files import MetricsLog, atomic_write
 from ..sampling import generate, parse_labels
+from ..toy import evaluate as toy
 from . import stats
 from .classifier import ARCH, train_command
 from .features import Extractor, as_uint8_images, find_classifier, load_classifier, load_extractor
@@ -365,12 +368,17 @@ def evaluate(source: str | Path, n: int = 10000, metrics: str | Sequence[str] | 
     # fail now on a metric no extractor that may be chosen knows (auto: the channels decide later)
     kinds = ["inception"] if extractor == "inception" else ["classifier"] \
         if extractor == "classifier" or classifier is not None else ["classifier", "inception"]
-    for kind in kinds[1:]:
-        with contextlib.suppress(UserError):
-            parse_metrics(metrics, kind)
-            break
-    else:
-        parse_metrics(metrics, kinds[0])  # the first kind's error when none knows them all
+    try:
+        for kind in kinds[1:]:
+            with contextlib.suppress(UserError):
+                parse_metrics(metrics, kind)
+                break
+        else:
+            parse_metrics(metrics, kinds[0])  # the first kind's error when none knows them all
+    except UserError:
+        if _holds_points(source):  # a toy run: its own measures, whatever --metrics named
+            raise UserError(TOY_OPTIONS.format(flag="--metrics")) from None
+        raise
     if data is not None:
         if dataset and dataset != data.dataset:
             raise UserError(f"--dataset {dataset} and data.dataset={data.dataset} differ; give one")
@@ -378,6 +386,20 @@ def evaluate(source: str | Path, n: int = 10000, metrics: str | Sequence[str] | 
     source = Path(source)
     dev = pick_device(device)
     clf = G = None  # the classifier given by `classifier`; the generator of a run or checkpoint
+    if source.suffix == ".npz" and toy.holds_points(source):  # 'dcgan sample TOY_RUN --out FILE.npz'
+        _refuse_toy_options(metrics, extractor, classifier, inception_weights, data)
+        if not dataset:
+            raise UserError(f"{source} holds 2-D points (a toy run's samples): give --dataset, the target they are "
+                            f"measured against: one of [{', '.join(toy.toy_datasets())}]")
+        points, labels = toy.load_points(source)
+        if len(points) > n:
+            points, labels = points[:n], labels[:n] if labels is not None else None
+        result = toy.evaluate_points(points, labels, dataset, reference=reference, log=log)
+        result["protocol"] = {"source": "samples", "path": str(source), "checkpoint": None, "step": None,
+                              "generator": None, "labels": "from the file" if labels is not None else None,
+                              **result["protocol"]}
+        result["elapsed_s"] = time.perf_counter() - t0
+        return result
     if source.suffix == ".npz":
         images, labels = load_samples(source)
         if classifier is not None:
@@ -411,6 +433,14 @@ def evaluate(source: str | Path, n: int = 10000, metrics: str | Sequence[str] | 
         if dataset and dataset != ckpt_dataset:
             raise UserError(f"--dataset {dataset}: {info['path']} was trained on {ckpt_dataset}; "
                             f"drop --dataset (it is for .npz files)")
+        if kind_of(G.out_shape) == "points":  # a toy run: the measures of its monitor, once, on n points
+            _refuse_toy_options(metrics, extractor, classifier, inception_weights, data)
+            result = toy.evaluate_checkpoint(G, info, source, n=n, seed=seed, reference=reference,
+                                             batch_size=batch_size, log=log)
+            result["elapsed_s"] = time.perf_counter() - t0
+            if record:
+                record_result(result, log)
+            return result
         data_cfg = info["config"].data
         if classifier is not None:
             clf = load_extractor(ckpt_dataset, dev, classifier)  # its record must name the run's dataset
@@ -451,6 +481,37 @@ def evaluate(source: str | Path, n: int = 10000, metrics: str | Sequence[str] | 
     return result
 
 
+TOY_OPTIONS = ("{flag} is for image data; a toy run (2-D points) is measured against its target distribution "
+               "with the measures of its tick lines (D accuracy, modes covered, high-quality fraction or mean/"
+               "covariance error): drop {flag}")
+
+
+def _holds_points(source: Path) -> bool:
+    """Whether `source` (a run, a checkpoint or an .npz) holds 2-D points; False when it cannot be read."""
+    source = Path(source)
+    if source.suffix == ".npz":
+        return toy.holds_points(source)
+    try:
+        return kind_of(tuple(resolve_checkpoint(source)[1]["data"]["shape"])) == "points"
+    except Exception:  # noqa: BLE001 - unreadable: the caller's own error stands
+        return False
+
+
+def _refuse_toy_options(metrics, extractor, classifier, inception_weights, data) -> None:
+    """The image options a toy evaluation has no use for: exit 2 saying to drop them."""
+    if metrics is not None and parse_metrics_spec(metrics) != ["all"]:
+        raise UserError(TOY_OPTIONS.format(flag="--metrics"))
+    for flag, value in (("--extractor", extractor if extractor != "auto" else None), ("--classifier", classifier),
+                        ("--inception-weights", inception_weights), ("--set data.*", data)):
+        if value is not None:
+            raise UserError(TOY_OPTIONS.format(flag=flag))
+
+
+def parse_metrics_spec(spec: str | Sequence[str]) -> list[str]:
+    """--metrics as a list of names (unchecked)."""
+    return [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+
+
 def record_result(result: dict[str, Any], log: Log = _stderr) -> None:
     """Append a run's result to its metrics.jsonl ("kind": "eval"); nothing for a checkpoint file or an
     .npz. A folder that cannot be written costs the record, not the result: one warning line."""
@@ -471,6 +532,8 @@ MNIST_FLOOR = {"fid": 4.29, "precision": 0.864, "recall": 0.869}
 def summary_line(result: dict[str, Any]) -> str:
     """One line for a person: FID, precision / recall, label accuracy, classes covered, and the real-data
     floor when the protocol is the one it was measured under."""
+    if result["protocol"].get("data_kind") == "points":
+        return toy.summary_line(result)  # a toy run's measures
     p, pr, acc, c = (result.get(k) for k in ("protocol", "precision_recall", "label_accuracy", "classes"))
     split = (p.get("reference") or {}).get("split")
     floor = MNIST_FLOOR if (p.get("extractor_arch"), split, p["n_fake"]) == ("mnist-cnn-v1", "test", 10000) else None

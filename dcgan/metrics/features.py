@@ -216,6 +216,12 @@ def load_classifier(data, device: str | torch.device = "cpu", weights: str | Pat
         if weights is None:
             if data.dataset in DATASETS:
                 return load_extractor(data.dataset, device)  # says how to train it
+            from ..data.sources import SOURCES
+
+            if data.dataset in SOURCES and getattr(SOURCES.get(data.dataset), "target", None) is not None:
+                raise UserError(f"no feature extractor for {data.dataset!r}: it holds 2-D points, not images; a toy "
+                                f"run is measured against its target by 'dcgan eval RUN' (modes covered, D accuracy, "
+                                f"...), and its samples by 'dcgan eval FILE.npz --dataset {data.dataset}'")
             where = f"{data.dataset}" + (f" (data.path={data.path})" if data.path else "")
             raise UserError(f"no feature extractor for {data.dataset!r}: no classifier has been trained for {where}; "
                             f"train one with '{train_command(data)}' (it writes {cached_weights_path(data)}), or "
