@@ -85,7 +85,7 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, data_dir: str | N
 def _train(cfg: Config, run_dir: Path, ranks: dist.Ranks, resume: bool, data_dir: str | None,
            log: Callable[[str], None], progress: Any, wrap_batches: Callable[[Any], Any] | None,
            preset: str | None = None) -> dict[str, Any]:
-    t, o = cfg.train, cfg.optim
+    t = cfg.train
     t_enter = time.perf_counter()
 
     # ---- the device, the run folder and the checkpoint to resume from ----------------------------
@@ -122,31 +122,13 @@ def _train(cfg: Config, run_dir: Path, ranks: dist.Ranks, resume: bool, data_dir
     if ranks.main:
         create_run(run_dir, cfg, preset)  # only now: a setup that fails above leaves no run folder behind
     if found:
-        trainer.load_state_dict(found[1])
-        if evaluator is not None:
-            evaluator.load(found[1].get("eval", {}))
-        log(f"resumed {run_dir} from {found[0].name} (step {trainer.step})")
-        saved_steps = found[1]["config"]["train"]["steps"]
-        if o.lr_decay > 0 and saved_steps != t.steps:
-            log(f"note: optim.lr_decay={o.lr_decay} follows train.steps, now {t.steps} (was {saved_steps}): the learning "
-                f"rates continue on the schedule of the new length, so this run will not equal one trained to "
-                f"{t.steps} steps without a stop")
+        resume_from(found, trainer, evaluator, run_dir, log)
     resume_step = trainer.step if resume else None
     record = RunRecord(run_dir if ranks.main else None, resume_step, tb_writer, log, progress)
     # the tick hook, from the kind of data: image grids, or the toy monitors for 2-D points
     monitor = make_monitor(cfg, data, trainer.num_classes, run_dir, device) if ranks.main else None
 
-    if trainer.step >= t.steps:
-        log(f"{run_dir} is already at step {trainer.step} of {t.steps}; raise --steps to train further")
-    else:
-        log(f"training {cfg.data.dataset} {data.shape} ({len(data)} {data.kind}, {trainer.num_classes or 'no'} classes) "
-            f"on {device}, steps {trainer.step} → {t.steps}, batch {t.batch}, {batches.placement} data, "
-            f"{trainer.fast.describe()}, run {run_dir}")
-        if ranks.distributed:
-            log(f"{ranks.world} processes ({'NCCL' if device.type == 'cuda' else 'gloo'}): effective batch {t.batch} = "
-                f"{ranks.world} x {t.batch // ranks.world} per process; train.batch is the global batch, so the learning "
-                f"rates apply unchanged (lr_g {o.lr_g}, lr_d {o.lr_d}); batch norm: "
-                f"{'SyncBatchNorm' if t.sync_bn else 'per-process statistics'}")
+    announce(trainer, data, batches.placement, device, ranks, run_dir, log)
     if progress is not None:
         progress.start(trainer.step, t.steps)
 
@@ -247,6 +229,40 @@ def _train(cfg: Config, run_dir: Path, ranks: dist.Ranks, resume: bool, data_dir
     if ranks.distributed:  # each process's digest of its own weights: equal when the ranks stayed in step
         summary.update(processes=ranks.world, weights_sha256=ranks.gather(dist.weights_digest(trainer.G, trainer.D)))
     return summary
+
+
+def resume_from(found: tuple[Path, dict[str, Any]], trainer: Trainer, evaluator: Evaluator | None, run_dir: Path,
+                log: Callable[[str], None]) -> None:
+    """Load the checkpoint `found` (path, state) into the trainer and the evaluator; say from where, and
+    that a changed train.steps stretches a decaying learning-rate schedule."""
+    path, state = found
+    trainer.load_state_dict(state)
+    if evaluator is not None:
+        evaluator.load(state.get("eval", {}))
+    log(f"resumed {run_dir} from {path.name} (step {trainer.step})")
+    t, o = trainer.cfg.train, trainer.cfg.optim
+    saved_steps = state["config"]["train"]["steps"]
+    if o.lr_decay > 0 and saved_steps != t.steps:
+        log(f"note: optim.lr_decay={o.lr_decay} follows train.steps, now {t.steps} (was {saved_steps}): the learning "
+            f"rates continue on the schedule of the new length, so this run will not equal one trained to "
+            f"{t.steps} steps without a stop")
+
+
+def announce(trainer: Trainer, data: Any, placement: str, device: torch.device, ranks: dist.Ranks, run_dir: Path,
+             log: Callable[[str], None]) -> None:
+    """The line that says what is about to train, where and how (and, under torchrun, how the batch splits)."""
+    cfg, t, o = trainer.cfg, trainer.cfg.train, trainer.cfg.optim
+    if trainer.step >= t.steps:
+        log(f"{run_dir} is already at step {trainer.step} of {t.steps}; raise --steps to train further")
+        return
+    log(f"training {cfg.data.dataset} {data.shape} ({len(data)} {data.kind}, {trainer.num_classes or 'no'} classes) "
+        f"on {device}, steps {trainer.step} → {t.steps}, batch {t.batch}, {placement} data, "
+        f"{trainer.fast.describe()}, run {run_dir}")
+    if ranks.distributed:
+        log(f"{ranks.world} processes ({'NCCL' if device.type == 'cuda' else 'gloo'}): effective batch {t.batch} = "
+            f"{ranks.world} x {t.batch // ranks.world} per process; train.batch is the global batch, so the learning "
+            f"rates apply unchanged (lr_g {o.lr_g}, lr_d {o.lr_d}); batch norm: "
+            f"{'SyncBatchNorm' if t.sync_bn else 'per-process statistics'}")
 
 
 def latest_for_resume(run_dir: Path, cfg: Config):
