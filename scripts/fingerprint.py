@@ -52,13 +52,20 @@ def main() -> None:
     ap.add_argument("--code", type=Path, help="a checkout whose package to run (default: the installed one)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to dcgan train")
     args = ap.parse_args()
+    args.out = args.out.resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.code:
+        args.code = args.code.resolve()
     env = dict(os.environ)
     if args.code:
-        env["PYTHONPATH"] = str(args.code.resolve())
+        env["PYTHONPATH"] = str(args.code)
     env.setdefault("OMP_NUM_THREADS", "2")
 
     def dcgan(*argv: str) -> str:
-        proc = subprocess.run([sys.executable, "-m", "dcgan", *argv], env=env, capture_output=True, text=True)
+        # `python -m` puts the working folder first on sys.path: run from the checkout asked for (or from OUT,
+        # so that no dcgan/ folder in the caller's working folder shadows the installed package)
+        proc = subprocess.run([sys.executable, "-m", "dcgan", *argv], env=env, capture_output=True, text=True,
+                              cwd=args.code or args.out)
         if proc.returncode != 0:
             sys.exit(f"dcgan {' '.join(argv)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
         return proc.stdout
