@@ -81,6 +81,12 @@ def generate_chunks(G: torch.nn.Module, n: int, labels: torch.Tensor | None = No
                     cycle: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """generate()'s samples in consecutive chunks (samples, their labels or None), holding one noise
     block at a time, so any n fits in memory. Labels: `labels` (n,), or a repeating `cycle`."""
+    # the work is in an undecorated generator, which mutation testing reaches (docs/MUTATION.md);
+    # no_grad still covers every step of it (torch enters the context at each resumption)
+    yield from _generate_chunks(G, n, labels, seed, batch_size, z, cycle)
+
+
+def _generate_chunks(G, n, labels, seed, batch_size, z, cycle):
     device = next(G.parameters()).device
     convert = to_uint8 if kind_of(G.out_shape) == "images" else (lambda x: x.float().cpu())
     blocks = noise_blocks(n, G.z_dim, seed) if z is None else (z[i : i + NOISE_BLOCK] for i in range(0, n, NOISE_BLOCK))
@@ -140,7 +146,6 @@ def load_discriminator(run_or_file, device: str | torch.device = "cpu") -> torch
     return D.to(device).eval()
 
 
-@torch.no_grad()
 def d_scores(D: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor | None = None,
              batch_size: int = 500) -> torch.Tensor:
     """D's probability of "real" for uint8 images (N, C, H, W): sigmoid(logit), or 1 - p(fake) for a
@@ -152,10 +157,11 @@ def d_scores(D: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor | No
     D.eval()
     out = []
     try:
-        for i in range(0, len(images), batch_size):
-            x = from_uint8(images[i : i + batch_size].to(device))  # (B, C, H, W) in [-1, 1]
-            y = labels[i : i + batch_size].to(device) if labels is not None else None
-            out.append(real_probability(D(x, y)).cpu())
+        with torch.no_grad():  # a block, not a decorator: the same, and mutation testing reaches it
+            for i in range(0, len(images), batch_size):
+                x = from_uint8(images[i : i + batch_size].to(device))  # (B, C, H, W) in [-1, 1]
+                y = labels[i : i + batch_size].to(device) if labels is not None else None
+                out.append(real_probability(D(x, y)).cpu())
     finally:
         D.train(was_training)
     return torch.cat(out) if out else torch.empty(0)

@@ -48,12 +48,15 @@ for arg in "${@:-${ALL_MODULES[@]}}"; do
     modules+=("$path")
 done
 
+# mutmut takes mutant names (globs): all six modules need none (and then, with MUTATION_KEEP=1, only the
+# mutants without a result yet run: an interrupted run goes on where it stopped)
 patterns=()
-for m in "${modules[@]}"; do
+(( ${#modules[@]} == ${#ALL_MODULES[@]} )) || for m in "${modules[@]}"; do
     dotted=${m%.py}
     patterns+=("${dotted//\//.}.*")
 done
 
+JOBS=${MUTATION_JOBS:-$($PY -c 'import os; print(len(os.sched_getaffinity(0)))')}  # before OMP_NUM_THREADS: nproc reads it
 # one thread per test process: mutmut forks a worker per mutant from a process that has imported torch
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 if [[ -n "${DCGAN_DATA:-}" ]]; then
@@ -61,11 +64,10 @@ if [[ -n "${DCGAN_DATA:-}" ]]; then
 fi
 [[ "${MUTATION_KEEP:-0}" == 1 ]] || rm -rf mutants
 
-JOBS=${MUTATION_JOBS:-$(nproc 2>/dev/null || echo 2)}
 start=$(date +%s)
 mkdir -p mutants
 # the whole output in mutants/mutmut.log; on the terminal: the phases, and the progress line now and then
-$PY -m mutmut run --max-children "$JOBS" "${patterns[@]}" 2>&1 | tee mutants/mutmut.log | tr '\r' '\n' | awk '
+$PY -m mutmut run --max-children "$JOBS" ${patterns[@]+"${patterns[@]}"} 2>&1 | tee mutants/mutmut.log | tr '\r' '\n' | awk '
     /🎉/ && !/ dcgan\./ { if (++n % 200 == 1) print; last = $0; next }
     /^[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏]/ || /^(🎉|🙁|⏰|🤔|🫥|🔇|🧙) dcgan\./ || /^$/ { next }
     { print } END { if (last) print last }'

@@ -13,13 +13,14 @@ class EMA:
         self.decay = decay
         self.model = copy.deepcopy(G).eval().requires_grad_(False)
 
-    @torch.no_grad()
     def update(self, G: nn.Module, step: int) -> None:
         """ema ← d·ema + (1−d)·G, with d ramped up early on ((1+step)/(10+step)) so that a short run's
         average is not dominated by the random initial weights. Buffers (batch-norm running
         statistics) are copied from G."""
-        d = min(self.decay, (1.0 + step) / (10.0 + step))
-        torch._foreach_lerp_(list(self.model.parameters()), list(G.parameters()), 1.0 - d)
-        buffers = list(self.model.buffers())
-        if buffers:
-            torch._foreach_copy_(buffers, list(G.buffers()))
+        # no_grad as a block, not a decorator: the same, and mutation testing (docs/MUTATION.md) skips decorated functions
+        with torch.no_grad():
+            d = min(self.decay, (1.0 + step) / (10.0 + step))
+            torch._foreach_lerp_(list(self.model.parameters()), list(G.parameters()), 1.0 - d)
+            buffers = list(self.model.buffers())
+            if buffers:
+                torch._foreach_copy_(buffers, list(G.buffers()))
