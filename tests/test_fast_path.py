@@ -196,7 +196,7 @@ def test_graphed_steps_on_the_host_stand_in_equal_eager_steps_bitwise():
         assert torch.equal(s1, s2), i
         returned.append(s2)
         assert all(torch.equal(a, b) for a, b in zip(state_of(G1, D1, og1, od1, eager), state_of(G2, D2, og2, od2, graphed))), i
-    assert host.captures == graphed.captures == 2 and host.warmups == 6 and host.replays == 6
+    assert host.captures == graphed.captures == 2 and host.warmups == 6 and host.replays == 6  # the only check that invalidate() recaptured: a stale replay on the host reruns live code, same numbers
     assert returned[4] is returned[5] and returned[10] is returned[11]  # a replay overwrites one fixed output
     assert returned[5] is not returned[9]  # ... a new one after the recapture
 
@@ -213,6 +213,20 @@ def test_replays_see_each_new_batch_and_fresh_noise():
     again = graphed(x, y).clone()
     assert not torch.equal(first, again)  # fresh noise (and moved weights) each replay
     assert graphed._static[0].data_ptr() != x.data_ptr() and torch.equal(graphed._static[0], x)
+
+
+def test_each_replay_copies_the_batch_and_its_labels_and_draws_new_noise():
+    """The fixed buffers as a replay reads them: this batch's images and labels, and noise drawn for this
+    replay (the check above cannot tell new noise from moved weights, nor look at the labels)."""
+    G, D, *_r, graphed = make(graphs=True, graph_backend=HostGraphs())
+    data = batches(7)
+    for x, y in data[:4]:
+        graphed(x, y)  # warm-up and capture
+    for x, y in data[4:]:
+        z_before = graphed._static[2].clone()
+        graphed(x, y)
+        assert torch.equal(graphed._static[0], x) and torch.equal(graphed._static[1], y)
+        assert not torch.equal(graphed._static[2], z_before)  # noise drawn for this replay
 
 
 def test_a_failed_capture_on_the_host_warns_once_and_continues_exactly_as_eager():
