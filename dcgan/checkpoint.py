@@ -86,6 +86,9 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
         version, digest, size = header["format_version"], header["sha256"], header["bytes"]
     except (ValueError, KeyError, TypeError):
         raise UserError(f"{path} has a damaged header; use an earlier checkpoint of the run") from None
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise UserError(f"{path} has a damaged header (format_version {json.dumps(version)[:40]}); use an earlier "
+                        f"checkpoint of the run")
     if version != FORMAT_VERSION:
         raise UserError(
             f"{path} has checkpoint format {version}, this dcgan reads format {FORMAT_VERSION}; "

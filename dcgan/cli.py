@@ -32,14 +32,14 @@ def cmd_presets(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .config import resolve
+    from .config import resolve, steps_for_kimg
     from .training import train
     from .training.run import default_run_dir, preset_label
 
     if args.steps is not None and args.kimg is not None:
         raise UserError("--steps and --kimg both say how long to train; give one of them")
-    if args.kimg is not None and not args.kimg > 0:
-        raise UserError(f"--kimg must be > 0 (thousands of real images), got {args.kimg}")
+    if args.kimg is not None and not (args.kimg > 0 and math.isfinite(args.kimg)):
+        raise UserError(f"--kimg must be a finite number > 0 (thousands of real images), got {args.kimg}")
     flags = {"train.steps": args.steps, "train.checkpoint_every": args.checkpoint_every,
              "train.seed": args.seed, "train.device": args.device, "eval.target_fid": args.target_fid,
              "train.batch": args.batch, "train.tick_every": args.tick_every, "data.path": args.data}
@@ -48,7 +48,7 @@ def cmd_train(args) -> int:
         sets.append(f"eval.every_kimg={DEFAULT_EVAL_KIMG}")  # a target needs measurements
     cfg, name = resolve(args.preset, sets, flags)
     if args.kimg is not None:  # thousands of real images, whatever the batch: whole steps, rounded up
-        cfg.set("train.steps", math.ceil(args.kimg * 1000 / cfg.train.batch), "--kimg")
+        cfg.set("train.steps", steps_for_kimg(args.kimg, cfg.train.batch), "--kimg")
         cfg.validate()
     if args.out:
         out = Path(args.out)
@@ -509,13 +509,19 @@ def entry() -> None:
     leave(code)
 
 
+def one_line(text: str) -> str:
+    """An error message as one line whatever it quotes (a file name or a value holding a line break):
+    line breaks are shown escaped, as repr() shows them."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except UserError as e:
-        print(f"dcgan: error: {e}", file=sys.stderr)
+        print(f"dcgan: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("dcgan: interrupted", file=sys.stderr)
@@ -527,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
         if e.filename is None:
             raise
         # a file the command reads or writes (a read-only folder, a full disk, a path through a file)
-        print(f"dcgan: error: {e.filename}: {e.strerror or e}; check the path and its permissions", file=sys.stderr)
+        print(one_line(f"dcgan: error: {e.filename}: {e.strerror or e}; check the path and its permissions"), file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 - turn a training stop into its exit code
         from .training import Stopped
@@ -536,6 +542,6 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, Stopped):
             return e.exit_code
         if isinstance(e, TrainingDiverged):
-            print(f"dcgan: error: {e}", file=sys.stderr)
+            print(f"dcgan: error: {one_line(str(e))}", file=sys.stderr)
             return e.exit_code
         raise

@@ -8,6 +8,7 @@ The resolved configuration is written to the run folder (config.toml) and into e
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -323,6 +324,15 @@ def set_data_items(cfg: "Config", items: list[str] | None, command: str, fixed: 
         cfg.set(key, value)
 
 
+def steps_for_kimg(kimg: float, batch: int, flag: str = "--kimg") -> int:
+    """Training steps for `kimg` thousand real images at this batch: whole steps, rounded up (at least one).
+    UserError for a budget that is not a finite number > 0 (inf, nan, or one no step count can hold)."""
+    steps = kimg * 1000 / batch if isinstance(kimg, (int, float)) else math.nan
+    if not (kimg > 0 and math.isfinite(steps)):
+        raise UserError(f"{flag} must be a finite number > 0 (thousands of real images), got {kimg}")
+    return max(1, math.ceil(steps))
+
+
 # ---- presets ------------------------------------------------------------------------------------
 
 PRESET_META_KEYS = ("description", "source")
@@ -343,9 +353,12 @@ def read_preset(name: str) -> dict[str, Any]:
 
 def load_toml(path: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise UserError(f"config file {path} does not exist") from None
+    except UnicodeDecodeError as e:  # TOML is UTF-8 text; a damaged or binary file is not
+        raise UserError(f"{path} is not valid TOML: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
+                        f"{e.start})") from None
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path} is not valid TOML: {e}") from None
 

@@ -77,6 +77,12 @@ def run_info(run: Path) -> dict[str, Any]:
     return info if isinstance(info, dict) else {}
 
 
+def _text(path: Path) -> str:
+    """A metrics.jsonl's text; bytes that are not UTF-8 (a damaged line) become U+FFFD, so that line fails
+    to parse and is skipped like a torn one, and the other lines are still read."""
+    return path.read_bytes().decode("utf-8", errors="replace")
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """metrics.jsonl's records, oldest first; a torn or foreign line (e.g. the last one after a crash)
     is skipped."""
@@ -84,7 +90,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     records = []
-    for line in path.read_text().splitlines():
+    for line in _text(path).splitlines():
         try:
             record = json.loads(line)
         except ValueError:
@@ -112,7 +118,7 @@ class MetricsLog:
     def drop_after(self, step: int) -> None:
         """Forget training and eval lines after `step` (a resume or a rollback returned there)."""
         if self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines() if line.strip() and not _after(line, step)]
+            kept = [line for line in _text(self.path).splitlines() if line.strip() and not _after(line, step)]
             atomic_write(self.path, "".join(line + "\n" for line in kept).encode())
 
     def write(self, record: dict[str, Any]) -> None:

@@ -20,13 +20,12 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-import math
 import statistics
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import parse_set, resolve
+from .config import parse_set, resolve, steps_for_kimg
 from .data.sources import SOURCES
 from .errors import UserError
 
@@ -90,7 +89,7 @@ def sweep(base: str, out: str | Path, *, grid: list[str] = (), seeds: int = 3, s
             for key, value in assignment:
                 cfg.set(key, value, where="--grid")
             if kimg is not None:
-                cfg.train.steps = max(1, math.ceil(kimg * 1000 / cfg.train.batch))
+                cfg.train.steps = steps_for_kimg(kimg, cfg.train.batch)
             elif steps is not None:
                 cfg.train.steps = steps
             cfg.validate()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import pickle
 import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -64,26 +65,36 @@ def read_tarball(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """uint8 (N, 3, 32, 32) images and int64 (N,) labels of a split, read from the tarball."""
     try:
         tar = tarfile.open(path, "r:*")
-    except (tarfile.TarError, OSError) as e:
-        raise UserError(f"{path} is not a readable tar archive ({e}); delete it and fetch "
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:  # the first member is read here already
+        raise UserError(f"{path} is not a readable tar archive ({type(e).__name__}: {e}); delete it and fetch "
                         f"{TARBALL} again") from None
     images, labels = [], []
     with tar:
-        members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
-        for name in SPLIT_MEMBERS[split]:
-            if name not in members:
-                raise UserError(f"{path} has no {name}; is it the CIFAR-10 *python* version ({TARBALL})?")
-            raw = tar.extractfile(members[name]).read()
+        try:  # the members are read (and decompressed) only now: a damaged archive fails here
+            members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
+            raws = {}
+            for name in SPLIT_MEMBERS[split]:
+                if name not in members:
+                    raise UserError(f"{path} has no {name}; is it the CIFAR-10 *python* version ({TARBALL})?")
+                raws[name] = tar.extractfile(members[name]).read()
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+            raise UserError(f"{path} is not a readable tar archive ({type(e).__name__}: {e}); delete it and fetch "
+                            f"{TARBALL} again") from None
+        for name, raw in raws.items():
             try:
                 batch = safe_load(raw)
-            except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
-                raise UserError(f"{path}: {name} is not a plain CIFAR batch ({e})") from None
+            except Exception as e:  # noqa: BLE001 - any failure to unpickle (the allowed callables included) is a bad batch
+                reason = (str(e).splitlines() or [""])[0][:120]
+                raise UserError(f"{path}: {name} is not a plain CIFAR batch ({type(e).__name__}: {reason})") from None
             if not isinstance(batch, dict):
                 raise UserError(f"{path}: {name} is not a CIFAR batch (a {type(batch).__name__})")
             data, lab = _key(batch, "data"), _key(batch, "labels")
             if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
                 raise UserError(f"{path}: {name}'s data is not a uint8 (N, 3072) array")
-            lab = np.asarray(lab, dtype=np.int64) if isinstance(lab, (list, np.ndarray)) else None
+            try:  # a list of class numbers (not None, text, nested lists or integers beyond int64)
+                lab = np.asarray(lab, dtype=np.int64) if isinstance(lab, (list, np.ndarray)) else None
+            except (ValueError, TypeError, OverflowError):
+                lab = None
             if lab is None or lab.shape != (len(data),) or lab.min(initial=0) < 0 or lab.max(initial=0) > 9:
                 raise UserError(f"{path}: {name}'s labels are not {len(data)} classes in 0..9")
             images.append(data.reshape(-1, 3, 32, 32))  # rows are R plane, G plane, B plane, each 32x32

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL.Image import DecompressionBombError
 
 from ..config import SUPPORTED_RESOLUTIONS, DataConfig
 from ..errors import UserError
@@ -83,8 +84,9 @@ def open_bytes(handle: bytes) -> "Image.Image":
 
 
 # What a file that is not a readable image raises (PIL's UnidentifiedImageError is an OSError;
-# a truncated file fails with OSError only when decoded).
-_UNREADABLE = (OSError, ValueError, SyntaxError)
+# a truncated file fails with OSError only when decoded; a header claiming more than twice Pillow's
+# MAX_IMAGE_PIXELS, a decompression bomb or a damaged size, raises DecompressionBombError).
+_UNREADABLE = (OSError, ValueError, SyntaxError, DecompressionBombError)
 
 
 def _scan_chunk(chunk: list[tuple[int, object]], open_item) -> list[tuple[int, object, object]]:

@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -174,19 +175,18 @@ def prepare(cfg: DataConfig, root: str | os.PathLike | None = None, log=None, wo
     root = data_root(root)
     full = source.configured  # folder-like sources: files named by their full paths in the key
     entry = existing_entry(cfg, root)
-    if entry is not None:
-        if (entry / "meta.json").is_file():
-            found = _read_entry(entry)
-            if not cfg.strict:
-                return found
-            skipped = found.meta.get("skipped")
-            if skipped:  # data.strict: an entry built without it may hold a folder with unreadable files left out
-                raise UserError(f"{cfg.path or cfg.dataset}: {skipped[0]} is not a readable image (the cache entry "
-                                f"{entry.name} left out {len(skipped)} unreadable file(s)); remove it, or drop "
-                                f"data.strict to skip such files")
-            if skipped is not None:
-                return found
-            shutil.rmtree(entry, ignore_errors=True)  # an entry from before skipped files were recorded: build it again
+    found = _existing(entry) if entry is not None else None
+    if found is not None:
+        if not cfg.strict:
+            return found
+        skipped = found.meta.get("skipped")
+        if skipped:  # data.strict: an entry built without it may hold a folder with unreadable files left out
+            raise UserError(f"{cfg.path or cfg.dataset}: {skipped[0]} is not a readable image (the cache entry "
+                            f"{entry.name} left out {len(skipped)} unreadable file(s)); remove it, or drop "
+                            f"data.strict to skip such files")
+        if skipped is not None:
+            return found
+        shutil.rmtree(entry, ignore_errors=True)  # an entry from before skipped files were recorded: build it again
 
     started = time.perf_counter()
     cache_root().mkdir(parents=True, exist_ok=True)
@@ -246,15 +246,62 @@ def existing_entry(cfg: DataConfig, root: Path) -> Path | None:
 
 
 def prepared_meta(cfg: DataConfig, root: str | os.PathLike | None = None) -> dict | None:
-    """The meta.json (shape, class names, ...) of the dataset's cache entry when it is built, else None;
-    writes nothing, downloads nothing (`dcgan train --dry-run`)."""
+    """The meta.json (shape, class names, ...) of the dataset's cache entry when it is built, else None
+    (a damaged one too: the real run builds it again); writes nothing, downloads nothing (`dcgan train
+    --dry-run`)."""
     if cfg.split not in SOURCES.get(cfg.dataset).splits:
         return None
     entry = existing_entry(cfg, data_root(root))
     try:
-        return json.loads((entry / "meta.json").read_text()) if entry is not None else None
-    except (OSError, ValueError):
+        return _read_meta(entry) if entry is not None else None
+    except (OSError, DamagedEntry):
         return None
+
+
+class DamagedEntry(UserError):
+    """A cache entry that cannot be read as written: `prepare` builds it again."""
+
+    def __init__(self, entry: Path, what: str):
+        super().__init__(f"the cache entry {entry} is damaged ({what}); delete it to build it again")
+        self.what = what
+
+
+def _existing(entry: Path) -> Dataset | None:
+    """The dataset of an entry in the cache; None when there is none, or when it is damaged (it is then
+    removed, with a warning, and the caller builds it again: the cache holds only what can be rebuilt)."""
+    if not entry.exists():
+        return None
+    try:
+        return _read_entry(entry)
+    except DamagedEntry as e:
+        print(f"dcgan: warning: the cache entry {entry} is damaged ({e.what}); building it again", file=sys.stderr)
+        shutil.rmtree(entry, ignore_errors=True)
+        return None
+
+
+def _read_meta(entry: Path) -> dict:
+    """meta.json of an entry, checked for what readers use: a shape (N, C, H, W) or (N, D) of whole
+    numbers, class names, the content hash and the list of skipped files (absent in older entries)."""
+    try:
+        meta = json.loads((entry / "meta.json").read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise DamagedEntry(entry, "no meta.json") from None
+    except ValueError as e:  # not UTF-8, not JSON
+        raise DamagedEntry(entry, f"meta.json is not JSON: {e}") from None
+    if not isinstance(meta, dict):
+        raise DamagedEntry(entry, "meta.json is not a JSON object")
+    shape, names = meta.get("shape"), meta.get("class_names")
+    if not (isinstance(shape, list) and len(shape) in (2, 4) and all(type(n) is int for n in shape)
+            and shape[0] >= 0 and all(n >= 1 for n in shape[1:])):
+        raise DamagedEntry(entry, f"meta.json has no valid shape: {json.dumps(shape)[:60]}")
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise DamagedEntry(entry, "meta.json has no valid class_names")
+    if not isinstance(meta.get("content_hash"), str):
+        raise DamagedEntry(entry, "meta.json has no content_hash")
+    skipped = meta.get("skipped")
+    if not (skipped is None or (isinstance(skipped, list) and all(isinstance(n, str) for n in skipped))):
+        raise DamagedEntry(entry, "meta.json has no valid list of skipped files")
+    return meta
 
 
 def _write_entry(entry: Path, tmp: Path, images: np.ndarray, labels: np.ndarray, meta: dict) -> None:
@@ -279,9 +326,24 @@ def _write_entry(entry: Path, tmp: Path, images: np.ndarray, labels: np.ndarray,
 
 
 def _read_entry(entry: Path) -> Dataset:
-    meta = json.loads((entry / "meta.json").read_text())
-    images = np.load(entry / "images.npy", mmap_mode="r")
-    labels = np.load(entry / "labels.npy")
-    if list(images.shape) != meta["shape"] or len(labels) != len(images):
-        raise UserError(f"the cache entry {entry} is damaged (shape {images.shape} vs {meta['shape']}); delete it to rebuild")
+    """The dataset an entry holds; DamagedEntry when its files do not read as `_write_entry` wrote them
+    (the pixels themselves are not hashed on every read: the entry is memory-mapped)."""
+    meta = _read_meta(entry)
+    arrays = {}
+    for name, mmap in (("images", "r"), ("labels", None)):
+        try:
+            arrays[name] = np.load(entry / f"{name}.npy", mmap_mode=mmap)  # allow_pickle=False: data only
+        except FileNotFoundError:
+            raise DamagedEntry(entry, f"no {name}.npy") from None
+        except Exception as e:  # noqa: BLE001 - numpy's header parser fails in many ways on a damaged file
+            raise DamagedEntry(entry, f"{name}.npy does not read: {type(e).__name__}: {str(e)[:80]}") from None
+    images, labels = arrays["images"], arrays["labels"]
+    dtype = np.uint8 if len(meta["shape"]) == 4 else np.float32
+    if images.dtype != dtype or list(images.shape) != meta["shape"]:
+        raise DamagedEntry(entry, f"images {images.dtype} {images.shape}, meta.json says {np.dtype(dtype)} {tuple(meta['shape'])}")
+    if labels.dtype != np.int64 or labels.shape != (len(images),):
+        raise DamagedEntry(entry, f"labels {labels.dtype} {labels.shape} for {len(images)} examples")
+    classes = max(len(meta["class_names"]), 1)  # unlabelled data: every label 0
+    if len(labels) and not (labels.min() >= 0 and labels.max() < classes):
+        raise DamagedEntry(entry, f"labels outside 0..{classes - 1}")
     return Dataset(images, labels, meta)

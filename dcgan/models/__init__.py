@@ -47,15 +47,33 @@ def _require_labels(G: nn.Module, args: tuple, kwargs: dict) -> None:
                             f"image, an int64 tensor (N,) of values in 0..{k - 1}")
 
 
+# What torch's layer constructors raise for sizes no tensor can have (a width of 2**60 overflows the
+# storage size; 2**63 does not fit an int64) or no memory holds.
+_UNBUILDABLE = (RuntimeError, TypeError, ValueError, OverflowError, MemoryError)
+
+
+def _build(cfg: ModelConfig, what: str, make):
+    """make(), with the failure of a layer that cannot be built as a UserError naming the sizes to lower."""
+    try:
+        return make()
+    except UserError:
+        raise
+    except _UNBUILDABLE as e:
+        reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise UserError(f"the {what} of model.arch={cfg.arch!r} cannot be built at model.z_dim={cfg.z_dim}, "
+                        f"g_width={cfg.g_width}, d_width={cfg.d_width}, g_fc={cfg.g_fc}, d_fc={cfg.d_fc} "
+                        f"({type(e).__name__}: {reason}); lower them") from None
+
+
 def build_generator(cfg: ModelConfig, shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    G = _family(cfg, shape).generator(cfg, shape, num_classes)
+    G = _build(cfg, "generator", lambda: _family(cfg, shape).generator(cfg, shape, num_classes))
     if num_classes:
         G.register_forward_pre_hook(_require_labels, with_kwargs=True)
     return G
 
 
 def build_discriminator(cfg: ModelConfig, shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    D = _family(cfg, shape).discriminator(cfg, shape, num_classes)
+    D = _build(cfg, "discriminator", lambda: _family(cfg, shape).discriminator(cfg, shape, num_classes))
     return spectral_normalise(D) if cfg.spectral_norm else D
 
 
