@@ -49,6 +49,19 @@ def test_fid_of_two_rows_each_is_the_closed_form():
         fid([[0.0], [2.0]], [[1.0, 0.0], [3.0, 0.0]])
 
 
+def test_a_negative_frechet_distance_beyond_round_off_is_refused():
+    """Non-PSD covariances: sigma1 = [[-0.5]] gives d^2 = -0.5 against a scale of 0.5 (far beyond the
+    1e-6 relative round-off), and sigma1 = [[-1e-8]] gives -1e-8 against a scale of 1e-8 (the
+    tolerance is relative even for tiny covariances): both are refused; -1e-9 against a scale of 2
+    is round-off and comes out as 0."""
+    with pytest.raises(ValueError, match=r"^Fréchet distance came out negative \(-0\.5\); "
+                                         r"are sigma1 and sigma2 positive semi-definite\?$"):
+        frechet_distance([0.0], [[-0.5]], [0.0], [[0.0]])
+    with pytest.raises(ValueError, match=r"^Fréchet distance came out negative \(-1e-08\)"):
+        frechet_distance([0.0], [[-1e-8]], [0.0], [[0.0]])
+    assert frechet_distance([0.0], [[1.0]], [0.0], [[-1.0 - 1e-9]]) == 0.0
+
+
 def test_a_small_positive_frechet_distance_is_not_clipped():
     """Only negative round-off is clipped to 0: a mean shift of 0.5 with equal covariances is 0.25."""
     assert frechet_distance([0.0, 0.0], np.eye(2), [0.5, 0.0], np.eye(2)) == pytest.approx(0.25, abs=1e-12)
@@ -84,6 +97,19 @@ def test_frechet_distance_names_the_argument_with_a_wrong_shape_or_a_nan(bad):
     nan[bad][0] = np.nan
     with pytest.raises(ValueError, match=rf"^{bad} contains NaN or infinite values$"):
         frechet_distance(**nan)
+
+
+def test_features_are_float64_inside_whatever_their_dtype():
+    """float32 features give exactly the float64 answer of the same values (KID's kernel and the
+    k-NN distances would round differently in float32); no feature column at all is refused."""
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(30, 4)).astype(np.float32), (rng.normal(size=(30, 4)) + 0.2).astype(np.float32)
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    assert kid(a, b, subsets=3, subset_size=20) == kid(a64, b64, subsets=3, subset_size=20)
+    assert fid(a, b) == fid(a64, b64)
+    assert precision_recall(a * 1000 + 1e4, b * 1000 + 1e4) == precision_recall(a64 * 1000 + 1e4, b64 * 1000 + 1e4)
+    with pytest.raises(ValueError, match=r"^feats must have at least one feature column, got shape \(3, 0\)$"):
+        gaussian_stats(np.zeros((3, 0)))
 
 
 # ---------------------------------------------------------------- KID
@@ -237,6 +263,11 @@ def test_class_stats_renormalises_rows():
     got = class_stats(p * np.array([[2.0], [10.0], [1.0], [3.0]]), 3)
     assert got["inception_score"] == pytest.approx(want["inception_score"], rel=1e-12)
     assert got["histogram"] == want["histogram"] == [1, 1, 2]
+
+
+def test_class_stats_computes_in_float64_whatever_the_input_dtype():
+    p = np.random.default_rng(6).dirichlet(np.ones(5) * 0.5, size=64)
+    assert class_stats(p.astype(np.float32), 5, splits=2) == class_stats(p.astype(np.float32).astype(np.float64), 5, splits=2)
 
 
 def test_class_stats_splits_up_to_n_and_their_fixed_permutation():
