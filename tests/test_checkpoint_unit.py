@@ -156,3 +156,128 @@ def test_estimated_sizes_of_a_run_without_ema():
     D = torch.nn.Sequential(torch.nn.Linear(4, 1), torch.nn.BatchNorm1d(1))
     assert checkpoint.estimate_bytes(G, D, ema=False) == (292, 64)
     assert checkpoint.estimate_bytes(G, D, ema=True) == (356, 64)
+
+
+# ---- load: every refusal says why ----------------------------------------------------------------
+
+def minimal(step: int = 1) -> dict:
+    """The smallest complete content: exactly the required keys."""
+    return {"config": {}, "data": {}, "step": step, "models": {}}
+
+
+def headered(payload: bytes, **header) -> bytes:
+    import hashlib
+
+    fields = {"format_version": checkpoint.FORMAT_VERSION, "sha256": hashlib.sha256(payload).hexdigest(),
+              "bytes": len(payload), **header}
+    return checkpoint.MAGIC + json.dumps(fields).encode() + b"\n" + payload
+
+
+def torch_bytes(obj) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def refusal(path) -> str:
+    with pytest.raises(UserError) as e:
+        checkpoint.load(path)
+    return str(e.value)
+
+
+def test_load_takes_exactly_the_required_keys_and_maps_tensors_where_asked(tmp_path):
+    path = tmp_path / "a.ckpt"
+    checkpoint.save({**minimal(), "t": torch.ones(2)}, path)
+    assert set(checkpoint.load(path)) == {"config", "data", "step", "models", "t"}
+    assert checkpoint.load(path, map_location="meta")["t"].device.type == "meta"
+    checkpoint.save(minimal(), path)
+    assert checkpoint.load(path) == minimal()
+
+
+def test_load_says_why_it_refuses(tmp_path):
+    assert refusal(tmp_path) == f"cannot read checkpoint {tmp_path}: Is a directory"
+    p = tmp_path / "h.ckpt"
+    p.write_bytes(checkpoint.MAGIC + b"{broken\n" + torch_bytes(minimal()))
+    assert refusal(p) == f"{p} has a damaged header; use an earlier checkpoint of the run"
+    p.write_bytes(headered(torch_bytes(minimal()), format_version="1"))
+    assert refusal(p) == f'{p} has a damaged header (format_version "1"); use an earlier checkpoint of the run'
+    p.write_bytes(headered(torch_bytes(minimal()), format_version=True))
+    assert refusal(p) == f"{p} has a damaged header (format_version true); use an earlier checkpoint of the run"
+    p.write_bytes(headered(torch_bytes(minimal()), format_version="x" * 60))
+    assert refusal(p) == (f'{p} has a damaged header (format_version "{"x" * 39}); use an earlier checkpoint of '
+                          f'the run')
+    p.write_bytes(headered(torch_bytes([1, 2])))
+    assert refusal(p) == f"{p} is not a complete dcgan checkpoint (missing ['config', 'data', 'models', 'step'])"
+    p.write_bytes(headered(torch_bytes({"config": {}, "data": {}, "step": 1})))
+    assert refusal(p) == f"{p} is not a complete dcgan checkpoint (missing ['models'])"
+    p.write_bytes(headered(b"PK\x03\x04 not a zip archive"))  # torch.load: RuntimeError
+    assert refusal(p) == f"{p} has a malformed payload (RuntimeError); use an earlier checkpoint"
+    p.write_bytes(headered(b""))  # torch.load: EOFError
+    assert refusal(p) == f"{p} has a malformed payload (EOFError); use an earlier checkpoint"
+
+
+def test_a_payload_a_safe_load_refuses_is_named_by_the_first_line_of_the_reason(tmp_path):
+    import io
+    import pickle
+
+    payload = torch_bytes({**minimal(), "obj": Path3()})
+    try:
+        torch.load(io.BytesIO(payload), weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).splitlines()[0]
+    assert first  # torch says why, in more than one line
+    p = tmp_path / "unsafe.ckpt"
+    p.write_bytes(headered(payload))
+    assert refusal(p) == f"{p} holds objects a safe load refuses ({first}); it was not loaded"
+
+
+class Path3:
+    """An object that only a full unpickling could rebuild."""
+
+
+# ---- the newest checkpoint, complete or not ------------------------------------------------------------
+
+def write_run(run, slim_steps=(), complete_steps=()):
+    folder = checkpoint.checkpoint_dir(run)
+    for s in complete_steps:
+        checkpoint.save({**minimal(s), "optim": {}}, folder / checkpoint.name_for(s))
+    for s in slim_steps:
+        checkpoint.save({**minimal(s), "slim": True}, folder / checkpoint.name_for(s))
+
+
+def test_latest_and_newest_readable_pass_over_slim_ones_only_when_asked(tmp_path, capsys):
+    write_run(tmp_path, complete_steps=(10,), slim_steps=(20, 30))
+    assert checkpoint.latest(tmp_path)[1]["step"] == 30
+    assert checkpoint.latest(tmp_path, complete=True)[1]["step"] == 10
+    found, damaged = checkpoint.newest_readable(tmp_path, complete=True)
+    assert found[1]["step"] == 10 and damaged == []
+    assert capsys.readouterr().err == ""
+
+
+def test_a_checkpoint_damaged_after_its_check_is_left_and_the_older_kept_ones_still_slimmed(tmp_path):
+    """intact() remembers a file by (size, modification time): one damaged in place since then (same
+    size, same time) passes as intact, fails to load during pruning, and is left as it is; the
+    older kept checkpoint is still made slim."""
+    folder = checkpoint.checkpoint_dir(tmp_path)
+    for s in (10, 20, 30, 40):
+        checkpoint.save({**minimal(s), "models": {"G": {"w": torch.ones(2)}}, "optim": {"big": torch.zeros(100)}}, folder / checkpoint.name_for(s))
+    paths = checkpoint.list_checkpoints(tmp_path)
+    assert all(checkpoint.intact(p) for p in paths)
+    victim = paths[2]  # step 30
+    st = victim.stat()
+    data = bytearray(victim.read_bytes())
+    data[-5] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+    checkpoint.prune(tmp_path, 3)
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == [checkpoint.name_for(s) for s in (20, 30, 40)]
+    assert victim.read_bytes() == bytes(data)  # left for a person to look at
+    assert checkpoint.is_slim(folder / checkpoint.name_for(20)) and not checkpoint.is_slim(paths[3])
+
+
+def test_save_creates_every_missing_folder(tmp_path):
+    path = tmp_path / "a" / "b" / "c" / "x.ckpt"
+    checkpoint.save(minimal(), path)
+    assert checkpoint.load(path) == minimal()

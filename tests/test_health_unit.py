@@ -239,3 +239,13 @@ def test_all_finite_looks_at_float_parameters_and_buffers():
     with torch.no_grad():
         m.b.fill_(float("-inf"))
     assert all_finite(m) is False
+
+
+def test_the_flags_and_counters_live_on_the_parameters_device():
+    """On a GPU nothing in a step may wait for the host: the guard's flag and the health counters
+    are made on the parameters' device. The "meta" device stands in for a GPU here."""
+    p = nn.Parameter(torch.ones(2, device="meta"))
+    g = FiniteGuard(torch.optim.Adam([p], lr=0.1, fused=True))
+    assert g.found_inf.device.type == g._one.device.type == "meta"
+    health = Health([g], [], max_bad_steps=3, max_rollbacks=1)
+    assert {t.device.type for t in (health._bad, health._run, health._worst, health._count)} == {"meta"}

@@ -257,3 +257,19 @@ def test_make_batches_picks_the_placement_and_says_why(monkeypatch):
     with pytest.raises(UserError) as e:
         make_batches(d, 4, 0, CPU, placement="host")
     assert str(e.value) == "train.placement='host': choose one of auto, device, stream"
+
+
+def test_device_batches_live_on_the_asked_device_and_can_start_in_any_epoch():
+    """The "meta" device stands in for a GPU (no memory, shapes only): the copy of the dataset, the
+    permutation and the batches are all there. A first get() in epoch 1 (a resumed run) draws that
+    epoch's permutation."""
+    images, labels = data(10)
+    b = DeviceBatches(images, labels, 2, 0, "meta")
+    assert b.images.device.type == b.labels.device.type == b.order(0).device.type == "meta"
+    x, y = b.get(0)
+    assert x.device.type == y.device.type == "meta" and x.shape == (2, 1, 2, 2) and x.dtype == torch.float32
+    c = DeviceBatches(images, labels, 2, 0, CPU)
+    assert c.get(7)[1].tolist() == expected(c, 7).tolist()  # step 7: epoch 1, the first one read
+    with StreamBatches(images, labels, 2, 0, "meta") as s:  # gathered on the host, then moved
+        x, y = s.get(0)
+        assert x.device.type == y.device.type == "meta" and x.dtype == torch.float32

@@ -23,6 +23,7 @@ from dcgan.sampling import (
     label_cycle,
     load_discriminator,
     noise,
+    noise_blocks,
     top_k_by_d,
 )
 
@@ -85,6 +86,26 @@ def test_label_cycles_and_their_messages():
 
 
 # ---- generate ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n, z_dim, sizes", [
+    (33, 16, [32, 1]),  # a tail of 16 values continues the draw: a block of its own
+    (33, 1, [33]),  # a tail of 1 value joins the block before it
+    (47, 1, [47]),  # 15 values: joins
+    (48, 1, [32, 16]),  # 16 values: its own block
+    (64, 1, [32, 32]),  # no tail
+])
+def test_noise_blocks_sizes_and_their_tails(n, z_dim, sizes):
+    blocks = list(noise_blocks(n, z_dim, 7, rows=32))
+    assert [len(b) for b in blocks] == sizes
+    assert torch.equal(torch.cat(blocks), noise(n, z_dim, 7))
+
+
+def test_generate_defaults_seed_0_and_batches_of_500():
+    G = SpyG()
+    out = generate(G, 501)
+    assert [c[0] for c in G.calls] == [500, 1]
+    assert torch.equal(out, generate(SpyG(), 501, seed=0)) and not torch.equal(out, generate(SpyG(), 501, seed=1))
+
 
 def test_generate_cuts_batches_and_labels_in_order():
     G = SpyG(num_classes=3)
