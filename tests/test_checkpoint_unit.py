@@ -210,6 +210,8 @@ def test_load_says_why_it_refuses(tmp_path):
                           f'the run')
     p.write_bytes(headered(torch_bytes([1, 2])))
     assert refusal(p) == f"{p} is not a complete dcgan checkpoint (missing ['config', 'data', 'models', 'step'])"
+    p.write_bytes(headered(torch_bytes(5)))
+    assert refusal(p) == f"{p} is not a complete dcgan checkpoint (missing ['config', 'data', 'models', 'step'])"
     p.write_bytes(headered(torch_bytes({"config": {}, "data": {}, "step": 1})))
     assert refusal(p) == f"{p} is not a complete dcgan checkpoint (missing ['models'])"
     p.write_bytes(headered(b"PK\x03\x04 not a zip archive"))  # torch.load: RuntimeError

@@ -273,3 +273,43 @@ def test_device_batches_live_on_the_asked_device_and_can_start_in_any_epoch():
     with StreamBatches(images, labels, 2, 0, "meta") as s:  # gathered on the host, then moved
         x, y = s.get(0)
         assert x.device.type == y.device.type == "meta" and x.dtype == torch.float32
+
+
+def test_make_batches_says_sizes_in_gib_and_defaults_to_one_rank():
+    """Sizes are said in GiB (2^30 bytes): 12 GiB of (broadcast, never allocated) data against a
+    budget of 1.5 GiB streams. One rank unless told otherwise."""
+    class Big:
+        images = np.broadcast_to(np.zeros((1, 1, 2, 2), dtype=np.uint8), (2**30, 1, 2, 2))  # 4 GiB
+        labels = np.broadcast_to(np.zeros(1, dtype=np.int64), (2**30,))  # 8 GiB
+
+    logs = []
+    b = make_batches(Big(), 4, 0, CPU, budget=3 * 2**29, log=logs.append)
+    assert isinstance(b, StreamBatches) and b.world == 1 and b.steps_per_epoch == 2**28
+    assert logs == ["data: stream placement on cpu (12.00 GiB of data, over 1.50 GiB (the given budget))"]
+    d = Data(40)
+    assert make_batches(d, 4, 0, CPU, placement="device").steps_per_epoch == 10
+
+
+def test_placement_budget_is_a_whole_number_of_bytes(monkeypatch):
+    monkeypatch.setattr(loader, "_host_available", lambda: 8 * 2**30 + 7)
+    budget, _ = placement_budget("cpu", world=2)
+    assert budget == (8 * 2**30 + 7) // 4 and isinstance(budget, int)
+
+
+def test_a_stream_dropped_without_ever_starting_leaves_nothing_behind(monkeypatch):
+    """Deleting a StreamBatches whose pipeline never started (or was closed) raises nothing, not
+    even inside __del__ (where Python would only print it)."""
+    import gc
+    import sys
+
+    raised = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: raised.append(u))
+    images, labels = data(8)
+    s = StreamBatches(images, labels, 2, 0, CPU)
+    del s
+    s = StreamBatches(images, labels, 2, 0, CPU)
+    s.get(0)
+    s.close()
+    del s
+    gc.collect()
+    assert raised == []

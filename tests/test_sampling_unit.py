@@ -278,3 +278,56 @@ def test_load_discriminator_says_what_is_missing(tmp_path):
     with pytest.raises(UserError) as e:
         load_discriminator(bad)
     assert str(e.value).startswith(f"{bad}: unknown config key 'model.no_such_key'")
+
+
+class MetaG(torch.nn.Module):
+    """A generator whose weights live on the "meta" device (a stand-in for a GPU): it records the
+    device of the noise and labels it is given and returns CPU images of -1 (black)."""
+
+    def __init__(self):
+        super().__init__()
+        self.z_dim, self.num_classes, self.out_shape = 4, 3, (1, 2, 2)
+        self.w = torch.nn.Parameter(torch.ones(1, device="meta"))
+        self.seen = []
+
+    def forward(self, z, y=None):
+        self.seen.append((z.device.type, None if y is None else y.device.type))
+        return -torch.ones(len(z), 1, 2, 2)
+
+
+class MetaD(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1, device="meta"))
+        self.seen = []
+
+    def forward(self, x, y=None):
+        self.seen.append((x.device.type, None if y is None else y.device.type))
+        return torch.zeros(len(x))
+
+
+def test_noise_labels_and_images_are_sent_to_the_models_device():
+    G = MetaG()
+    generate(G, 3, torch.tensor([0, 1, 2]), batch_size=2)
+    assert G.seen == [("meta", "meta"), ("meta", "meta")]
+    D = MetaD()
+    d_scores(D, torch.zeros(3, 1, 2, 2, dtype=torch.uint8), torch.tensor([0, 1, 2]), batch_size=2)
+    assert D.seen == [("meta", "meta"), ("meta", "meta")]
+
+
+def test_labels_stay_aligned_over_many_noise_blocks():
+    n = 2 * NOISE_BLOCK + 4  # three noise blocks (a tail of 4 rows x 4 values continues the draw)
+    G = SpyG(num_classes=7)
+    labels = torch.arange(n) % 7
+    list(generate_chunks(G, n, labels, batch_size=NOISE_BLOCK))
+    assert [c[0] for c in G.calls] == [NOISE_BLOCK, NOISE_BLOCK, 4]
+    assert [y for c in G.calls for y in c[1]] == labels.tolist()
+    G = SpyG(num_classes=7)
+    list(generate_chunks(G, n, batch_size=NOISE_BLOCK, cycle=torch.tensor([5, 6])))
+    assert G.calls[2][1] == [[5, 6][i % 2] for i in range(2 * NOISE_BLOCK, n)]
+
+
+def test_d_scores_default_batches_of_500():
+    D = SpyD()
+    d_scores(D, torch.zeros(501, 1, 2, 2, dtype=torch.uint8))
+    assert [c[0] for c in D.calls] == [500, 1]
