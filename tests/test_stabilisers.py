@@ -103,13 +103,14 @@ def test_augmentation_is_differentiable_through_the_kept_pixels():
 # ---- spectral norm, projection -----------------------------------------------------------------
 
 def test_spectral_norm_removes_batch_norm_and_normalises_each_layer_to_unit_spectral_norm():
+    torch.manual_seed(0)  # the weights and their power iteration's start: the same in any test order
     m = ModelConfig(z_dim=8, g_width=8, d_width=8, d_fc=16, spectral_norm=True)
     D = build_discriminator(m, (1, 28, 28), 10)
     assert not [mod for mod in D.modules() if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d))]
     layers = [mod for mod in D.modules() if isinstance(mod, (nn.Conv2d, nn.Linear))]
     assert layers and all(hasattr(mod, "parametrizations") for mod in layers)
     x, y = torch.randn(4, 1, 28, 28), torch.randint(10, (4,))
-    for _ in range(200):  # one power iteration per forward in training mode
+    for _ in range(500):  # one power iteration per forward in training mode (200 left 3.4e-3 for 1 of 15 seeds)
         D(x, y)
     for mod in layers:
         w = mod.weight.detach().flatten(1)  # the normalised weight, (out, in * k * k)
