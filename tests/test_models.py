@@ -44,10 +44,10 @@ def test_shapes_and_range(res, channels, classes, g_cond, d_cond, kernel):
     fc = 16 if classes else 0
     cfg = tiny(kernel=kernel, g_cond=g_cond, d_cond=d_cond, g_fc=fc, d_fc=fc, z_dim=12)
     shape = (channels, res, res)
+    torch.manual_seed(0)  # the weights too: the same in any test order
     G = build_generator(cfg, shape, classes)
     D = build_discriminator(cfg, shape, classes)
     n = 3
-    torch.manual_seed(0)
     z = torch.randn(n, cfg.z_dim)
     y = torch.tensor([0, 4, K - 1]) if classes else None
     x = G(z, y)
@@ -164,6 +164,7 @@ def test_all_generator_has_label_channels_in_every_stage():
 
 @pytest.mark.parametrize("d_fc", [0, 16])
 def test_input_only_discriminator_has_label_channels_only_in_its_first_layer(d_fc):
+    torch.manual_seed(0)  # the weights too: the same in any test order
     cfg = tiny(d_cond="input", kernel=5, d_fc=d_fc)
     D = build_discriminator(cfg, (1, 28, 28), K)
     unc = build_discriminator(cfg, (1, 28, 28), 0)

@@ -120,6 +120,7 @@ def test_spectral_norm_removes_batch_norm_and_normalises_each_layer_to_unit_spec
 def test_projection_adds_the_inner_product_of_the_class_embedding_and_the_last_features():
     """An MLP D with d_cond = "projection": D(x, y) = out(h) + <embed(y), h>; with the embedding of
     class 1 shifted by v, only D(x, 1) moves, by <v, h>."""
+    torch.manual_seed(0)  # the draws below (weights, inputs) the same in any test order
     m = ModelConfig(arch="mlp", d_width=6, d_depth=2, d_cond="projection")
     D = build_discriminator(m, (2,), 3)
     x = torch.randn(5, 2)
@@ -149,6 +150,7 @@ def tiny_trainer(*sets: str, arch_sets=(), shape=(1, 28, 28), classes=10) -> Tra
 
 
 def test_lr_decay_falls_linearly_to_zero_over_the_last_fraction():
+    torch.manual_seed(0)  # the draws below (weights, inputs) the same in any test order
     tr = tiny_trainer("train.steps=100", "optim.lr_decay=0.5")
     assert [tr.lr_factor(s) for s in (0, 49, 50, 75, 99, 100)] == [1.0, 1.0, 1.0, 0.5, 0.02, 0.0]
     tr.step = 75
@@ -247,6 +249,7 @@ def test_a_run_with_stabilisers_resumes_exactly(tmp_path, capsys, monkeypatch):
 def test_d_step_adds_r1_weighted_by_the_lazy_interval():
     """A linear critic on 2-D points, D(x) = w . x + b: the lazy R1 step's loss is the plain loss plus
     (gamma * r1_every / 2) |w|^2."""
+    torch.manual_seed(0)  # the draws below (weights, inputs) the same in any test order
     from dcgan.training.steps import d_step
 
     m = ModelConfig(arch="mlp", z_dim=3, g_width=4, g_depth=1, d_depth=0)
