@@ -275,17 +275,21 @@ def test_device_batches_live_on_the_asked_device_and_can_start_in_any_epoch():
         assert x.device.type == y.device.type == "meta" and x.dtype == torch.float32
 
 
-def test_make_batches_says_sizes_in_gib_and_defaults_to_one_rank():
-    """Sizes are said in GiB (2^30 bytes): 12 GiB of (broadcast, never allocated) data against a
-    budget of 1.5 GiB streams. One rank unless told otherwise."""
+def test_make_batches_says_sizes_in_gib_and_defaults_to_one_rank(monkeypatch):
+    """Sizes are said in GiB (2^30 bytes): 24 GiB of (broadcast, never allocated) data against a
+    budget of 1.5 GiB streams. One rank unless told otherwise. (The device placement is a stub
+    here, so that no change to the rule can copy 24 GiB.)"""
     class Big:
-        images = np.broadcast_to(np.zeros((1, 1, 2, 2), dtype=np.uint8), (2**30, 1, 2, 2))  # 4 GiB
+        images = np.broadcast_to(np.zeros((1, 1, 4, 4), dtype=np.uint8), (2**30, 1, 4, 4))  # 16 GiB
         labels = np.broadcast_to(np.zeros(1, dtype=np.int64), (2**30,))  # 8 GiB
 
+    monkeypatch.setattr(loader, "DeviceBatches", lambda *a, **k: "device placement")
     logs = []
     b = make_batches(Big(), 4, 0, CPU, budget=3 * 2**29, log=logs.append)
     assert isinstance(b, StreamBatches) and b.world == 1 and b.steps_per_epoch == 2**28
-    assert logs == ["data: stream placement on cpu (12.00 GiB of data, over 1.50 GiB (the given budget))"]
+    assert logs == ["data: stream placement on cpu (24.00 GiB of data, over 1.50 GiB (the given budget))"]
+    assert make_batches(Big(), 4, 0, CPU, budget=24 * 2**30) == "device placement"
+    monkeypatch.undo()
     d = Data(40)
     assert make_batches(d, 4, 0, CPU, placement="device").steps_per_epoch == 10
 
