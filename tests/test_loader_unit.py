@@ -301,14 +301,17 @@ def test_placement_budget_is_a_whole_number_of_bytes(monkeypatch):
 
 
 def test_a_stream_dropped_without_ever_starting_leaves_nothing_behind(monkeypatch):
-    """Deleting a StreamBatches whose pipeline never started (or was closed) raises nothing, not
-    even inside __del__ (where Python would only print it)."""
+    """Deleting a StreamBatches whose pipeline never started (or was closed), or whose __init__
+    stopped at a check, raises nothing, not even inside __del__ (where Python would only print it)."""
     import gc
     import sys
 
     raised = []
     monkeypatch.setattr(sys, "unraisablehook", lambda u: raised.append(u))
     images, labels = data(8)
+    with pytest.raises(UserError):
+        StreamBatches(images, labels, 2, 0, CPU, prefetch=0)  # refused before it has a stop event
+    gc.collect()
     s = StreamBatches(images, labels, 2, 0, CPU)
     del s
     s = StreamBatches(images, labels, 2, 0, CPU)
