@@ -47,7 +47,9 @@ def run_suite(tmp_path: Path, data: Path | None, require: str | None, *pytest_ar
     shutil.copy(HERE / "conftest.py", suite / "conftest.py")
     (suite / "test_sample.py").write_text(TESTS)
     (suite / "pytest.ini").write_text("[pytest]\n")  # the rootdir: not this repo's configuration
-    env = {k: v for k, v in os.environ.items() if k not in ("DCGAN_REQUIRE_MNIST", "PYTEST_ADDOPTS", "DCGAN_DATA")}
+    # not this run's own settings, nor its xdist worker's (which the copied conftest would read as its own)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DCGAN_REQUIRE_MNIST", "PYTEST_ADDOPTS", "DCGAN_DATA") and not k.startswith("PYTEST_XDIST")}
     env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")])  # dcgan itself
     if data is not None:
         env["DCGAN_DATA"] = str(data)
@@ -93,6 +95,16 @@ def test_require_mnist_fails_a_run_that_skipped_for_lack_of_it(tmp_path, no_mnis
     assert "failing the run" in line and "dcgan prepare mnist" in line
 
 
+def test_require_mnist_fails_a_run_split_over_xdist_workers(tmp_path, no_mnist):
+    """The README's command runs the tests in pytest-xdist workers; the skips they report reach the
+    controller, which counts them and fails the run, as in a run in one process."""
+    rc, lines = run_suite(tmp_path, no_mnist, "1", "-p", "xdist", "-n", "2", "--dist", "loadfile")
+    assert rc == 1 and "bringing up nodes..." in lines, "\n".join(lines)  # the tests ran in workers
+    [line] = mnist_lines(lines)
+    assert line.startswith("DCGAN_REQUIRE_MNIST=1 and 2 tests skipped for lack of real MNIST"), line
+    assert "1 passed, 3 skipped" in lines[-1]
+
+
 def test_require_mnist_passes_when_mnist_is_there_and_zero_disables_it(tmp_path, no_mnist):
     """With the file has_mnist() looks for present, nothing skips for lack of MNIST: no line, and
     DCGAN_REQUIRE_MNIST=1 lets the run pass; DCGAN_REQUIRE_MNIST=0 is the same as unset."""
@@ -131,7 +143,7 @@ def test_the_readme_test_command_is_plain_and_ci_runs_exactly_it():
     readme = (HERE.parent / "README.md").read_text()
     ci = (HERE.parent / ".ci" / "run").read_text()
     commands = [line.strip() for line in readme.splitlines() if "pytest" in line and line.strip().startswith(("python", "DCGAN"))]
-    assert commands == ["python -m pytest -q"]
+    assert commands == ["python -m pytest -q -n auto --dist loadfile"]
     assert "../shared" not in readme
-    assert "python3 -m pytest -q\n" in ci and 'DCGAN_DATA="${DCGAN_DATA:-$(cd .. && pwd)/shared/data}"' in ci
+    assert "python3 -m pytest -q -n auto --dist loadfile\n" in ci and 'DCGAN_DATA="${DCGAN_DATA:-$(cd .. && pwd)/shared/data}"' in ci
     assert "export DCGAN_REQUIRE_MNIST=1" in ci
