@@ -130,10 +130,16 @@ def serve(path: str) -> None:
                     _child(request, fds)
                 for fd in fds:
                     os.close(fd)
-                conn.sendall(struct.pack("!q", pid))
+                try:
+                    conn.sendall(struct.pack("!q", pid))
+                except OSError:  # the client is gone (killed): the command runs on, unwatched, as it would
+                    pass
                 _, status = os.waitpid(pid, 0)
                 code = os.waitstatus_to_exitcode(status)
-                conn.sendall(struct.pack("!i", 128 - code if code < 0 else code))  # killed by signal N: 128+N
+                try:
+                    conn.sendall(struct.pack("!i", 128 - code if code < 0 else code))  # killed by signal N: 128+N
+                except OSError:
+                    pass
 
 
 if __name__ == "__main__":
