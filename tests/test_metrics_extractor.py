@@ -97,10 +97,10 @@ def test_other_sizes_are_resized_and_the_protocol_says_so():
     p = ex.protocol(small.shape)
     assert p["extractor_sha256"] == file_sha256(default_weights_path("mnist"))
     # a fresh load and the batch size do not change the result beyond float32 rounding: a batch of 3 and
-    # one of 4 can take different convolution kernels (1.5e-6 seen on a 0.35 feature); a batch-dependent
-    # layer (batch norm left in training mode) would move features by whole units
+    # one of 4 can take different convolution kernels (differences up to 3.8e-6 seen); a batch-dependent
+    # layer (the batch norm left in training mode) moves these features by up to 1.13
     f2, _ = load_extractor("mnist").extract(small, batch_size=3)
-    np.testing.assert_allclose(f2, ex.extract(small)[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(f2, ex.extract(small)[0], rtol=1e-5, atol=1e-4)
 
 
 @needs_mnist
