@@ -4,7 +4,7 @@
 #   DCGAN_DATA=/path/to/data scripts/gpu_check.sh [OUT]        # on a GPU (OUT default ./gpu-check)
 #   DEVICE=cpu REHEARSAL=1 DCGAN_DATA=... scripts/gpu_check.sh  # the same commands on a CPU, tiny models
 #   (more knobs: RUN_TESTS=0 skips the pytest part, COMPILE=0 the --compile benches, INSTALL=0 the pip
-#   install, TRAIN_SECONDS=N the time before the SIGTERM, PY="..." the Python that runs the torch
+#   install, TRAIN_SECONDS=N the time before the SIGTERM, CHECK_PY="..." the Python that runs the torch
 #   commands, python3 by default; tests/test_gpu_check.py rehearses it so, with a warm, forking Python)
 #
 # It installs the project (pip install --no-deps -e .), then runs, each part under its own time limit
@@ -26,7 +26,7 @@ DEVICE=${DEVICE:-cuda}
 REHEARSAL=${REHEARSAL:-0}
 RUN_TESTS=${RUN_TESTS:-1}
 TRAIN_SECONDS=${TRAIN_SECONDS:-60}
-PY=${PY:-python3}  # word-split on purpose: PY="python3 tests/warm_python.py" in the rehearsal
+CHECK_PY=${CHECK_PY:-python3}  # word-split on purpose: CHECK_PY="python3 tests/warm_python.py" in the rehearsal
 export DCGAN_CACHE=${DCGAN_CACHE:-$OUT/cache}
 export PYTHONUNBUFFERED=1
 RESULTS=$OUT/results.jsonl
@@ -55,7 +55,7 @@ failed() { log "FAILED ($1): $2"; record "{\"part\": \"$2\", \"failed\": true, \
 run() {
   local part=$1 limit=$2; shift 2
   log "$part: $*"
-  [ "$1" = dcgan ] && { shift; set -- $PY -m dcgan "$@"; }  # timeout runs programs, not shell functions
+  [ "$1" = dcgan ] && { shift; set -- $CHECK_PY -m dcgan "$@"; }  # timeout runs programs, not shell functions
   timeout -k 10 "$limit" "$@" >"$DETAILS/$part.out" 2>>"$LOG"
   local rc=$?
   python3 - "$part" "$DETAILS/$part.out" >>"$RESULTS" <<'EOF'
@@ -76,7 +76,7 @@ EOF
 
 T0=$(date +%s)
 log "environment"
-$PY - <<'EOF' | tee -a "$LOG" >>"$RESULTS"
+$CHECK_PY - <<'EOF' | tee -a "$LOG" >>"$RESULTS"
 import json, platform, torch
 cuda = torch.cuda.is_available()
 print(json.dumps({"part": "environment", "python": platform.python_version(), "torch": torch.__version__,
@@ -91,7 +91,7 @@ if [ "${INSTALL:-1}" = 1 ] && ! python3 -m pip install -q --no-deps --no-build-i
   log "pip install failed: running from the checkout"
   export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 fi
-dcgan() { $PY -m dcgan "$@"; }  # the installed package or the checkout, the same either way
+dcgan() { $CHECK_PY -m dcgan "$@"; }  # the installed package or the checkout, the same either way
 
 if [ "$RUN_TESTS" = 1 ]; then
   log "tests: the fast path and the streamed loader (their CUDA cases run here)"
@@ -149,7 +149,7 @@ RUN=$OUT/runs/cdcgan-${TRAIN_SECONDS}s
 rm -rf "$RUN"
 log "train mnist-cdcgan --seed 0, SIGTERM after ${TRAIN_SECONDS} s"
 t=$(date +%s.%N)
-timeout -s TERM -k 60 "$TRAIN_SECONDS" $PY -m dcgan train mnist-cdcgan --seed 0 --steps 100000000 --device "$DEVICE" \
+timeout -s TERM -k 60 "$TRAIN_SECONDS" $CHECK_PY -m dcgan train mnist-cdcgan --seed 0 --steps 100000000 --device "$DEVICE" \
   --out "$RUN" "${TINY[@]}" "${TICKS[@]}" >"$DETAILS/train.out" 2>>"$LOG"
 rc=$?
 wall=$(python3 -c "import time; print(round(time.time() - $t, 2))")
@@ -174,7 +174,7 @@ EOF
 run eval-60s 180 dcgan eval "$RUN" --n $EVAL_N --device "$DEVICE"
 
 log "sampling $SAMPLE_N images"
-run sample-10k 120 $PY - "$RUN" "$DEVICE" "$SAMPLE_N" <<'EOF'
+run sample-10k 120 $CHECK_PY - "$RUN" "$DEVICE" "$SAMPLE_N" <<'EOF'
 import json, sys, time
 import torch
 from dcgan import load_generator

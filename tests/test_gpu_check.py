@@ -6,9 +6,15 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import shutil
+import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 
@@ -21,17 +27,23 @@ PARTS = ["environment", "bench-dcgan64", "bench-cdcgan", "bench-dcgan64-baseline
 
 
 @pytest.fixture
-def warm_python(tmp_path):
-    """The server of tests/warm_python.py, started for one test; yields the environment its clients need."""
-    sock = tmp_path / "warm.sock"
+def warm_python():
+    """The server of tests/warm_python.py, started for one test from the checkout (as the script runs
+    `python3 -m dcgan` there); yields the environment its clients need. The server and every command it
+    started are killed at the end (they share a new session)."""
+    folder = Path(tempfile.mkdtemp(prefix="warm-"))  # short: a unix socket's path has at most 107 bytes
+    sock = folder / "s"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     server = subprocess.Popen([sys.executable, str(REPO_ROOT / "tests" / "warm_python.py"), "--serve", str(sock)],
-                              stdout=subprocess.PIPE, text=True)
+                              cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        assert server.stdout.readline().strip() == "ready"
-        yield {"PY": f"{sys.executable} {REPO_ROOT / 'tests' / 'warm_python.py'}", "WARM_PYTHON_SOCKET": str(sock)}
+        ready, _, _ = select.select([server.stdout], [], [], 120)  # the imports take seconds, not minutes
+        assert ready and server.stdout.readline().strip() == "ready", "the warm Python did not start"
+        yield {"CHECK_PY": f"{sys.executable} {REPO_ROOT / 'tests' / 'warm_python.py'}", "WARM_PYTHON_SOCKET": str(sock)}
     finally:
-        server.kill()
+        os.killpg(server.pid, signal.SIGKILL)
         server.wait()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_the_warm_python_keeps_arguments_streams_exit_status_and_signals(tmp_path, warm_python):
@@ -49,6 +61,18 @@ def test_the_warm_python_keeps_arguments_streams_exit_status_and_signals(tmp_pat
     assert sleeper.stdout.readline() == "up\n"
     sleeper.terminate()
     assert sleeper.wait(timeout=30) == 128 + 15
+    # a client killed outright (`timeout -k`'s SIGKILL) takes its command with it, as a real process would go
+    marker = tmp_path / "still-running"
+    sleeper = subprocess.Popen([*client, "-"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    sleeper.stdin.write(f"import time; print('up', flush=True); time.sleep(2); open({str(marker)!r}, 'w')")
+    sleeper.stdin.close()
+    assert sleeper.stdout.readline() == "up\n"
+    sleeper.kill()
+    sleeper.wait()
+    time.sleep(3)
+    assert not marker.exists()
+    proc = subprocess.run([*client, "-"], input="print('next')", env=env, capture_output=True, text=True, timeout=30)
+    assert (proc.returncode, proc.stdout) == (0, "next\n")  # and the server takes the next command
 
 
 @needs_mnist

@@ -7,6 +7,7 @@ from it, with the caller's arguments, working folder, environment, standard stre
 descriptors), signals (forwarded) and exit status: the command's own code runs as in a fresh process.
 
     python3 tests/warm_python.py --serve SOCKET          # prints "ready" once the imports are done
+                                                         # (run it from the checkout: it imports dcgan)
     python3 tests/warm_python.py -m dcgan ARGS...        # like `python3 -m dcgan ARGS...`
     python3 tests/warm_python.py - ARGS... <script.py    # like `python3 - ARGS...`
     (the client finds the server by $WARM_PYTHON_SOCKET; it imports nothing heavy itself)
@@ -47,11 +48,27 @@ def client(argv: list[str]) -> int:
     request = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.connect(path)
+        # a `timeout` or Ctrl-C aimed at this process reaches the command; one that comes before the
+        # command's pid is known is held until then (SIGKILL cannot be caught: the server sees this
+        # connection close and kills the command itself)
+        target: dict = {"pid": None, "held": []}
+
+        def forward(sig, _frame):
+            if target["pid"] is None:
+                target["held"].append(sig)
+                return
+            try:
+                os.kill(target["pid"], sig)
+            except ProcessLookupError:  # it has just ended: its status follows
+                pass
+
+        for sig in FORWARDED:
+            signal.signal(sig, forward)
         socket.send_fds(conn, [struct.pack("!Q", len(request))], [0, 1, 2])
         conn.sendall(request)
-        (pid,) = struct.unpack("!q", _recv_exact(conn, 8))
-        for sig in FORWARDED:  # a `timeout` or Ctrl-C aimed at this process reaches the command
-            signal.signal(sig, lambda s, _frame: os.kill(pid, s))
+        (target["pid"],) = struct.unpack("!q", _recv_exact(conn, 8))
+        for sig in target["held"]:
+            forward(sig, None)
         (status,) = struct.unpack("!i", _recv_exact(conn, 4))
     return status
 
@@ -59,9 +76,20 @@ def client(argv: list[str]) -> int:
 # ---- the server: imports once, forks per command ------------------------------------------------------
 
 def _child(request: dict, fds: list[int]) -> None:
-    """In the forked child: become the requested process, run it, exit with its status."""
+    """In the forked child: become the requested process, run it, exit with its status; never returns
+    into the server's loop."""
+    code = 1
+    try:
+        code = _run(request, fds)
+    finally:
+        os._exit(code)
+
+
+def _run(request: dict, fds: list[int]) -> int:
+    import atexit
     import io
     import runpy
+    import threading
     import traceback
 
     for target, fd in enumerate(fds):
@@ -96,12 +124,34 @@ def _child(request: dict, fds: list[int]) -> None:
     except BaseException:  # noqa: BLE001 - as the interpreter would: print it, exit 1
         traceback.print_exc()
         code = 1
+    # what a fresh interpreter does at its end: wait for non-daemon threads, run the atexit handlers
+    try:
+        threading._shutdown()
+        atexit._run_exitfuncs()
+    except BaseException:  # noqa: BLE001
+        traceback.print_exc()
+        code = code or 1
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):
             pass
-    os._exit(code)
+    return code
+
+
+def _wait(pid: int, conn: socket.socket) -> int:
+    """The command's wait status. When the client's connection closes first (the client was killed, e.g.
+    by `timeout -k`'s SIGKILL), the command is killed too, as the process the client stands for would be."""
+    import select
+
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        readable, _, _ = select.select([conn], [], [], 0.05)
+        if readable and not conn.recv(1, socket.MSG_PEEK):  # end of file: the client is gone
+            os.kill(pid, signal.SIGKILL)
+            return os.waitpid(pid, 0)[1]
 
 
 def serve(path: str) -> None:
@@ -132,9 +182,9 @@ def serve(path: str) -> None:
                     os.close(fd)
                 try:
                     conn.sendall(struct.pack("!q", pid))
-                except OSError:  # the client is gone (killed): the command runs on, unwatched, as it would
+                except OSError:
                     pass
-                _, status = os.waitpid(pid, 0)
+                status = _wait(pid, conn)
                 code = os.waitstatus_to_exitcode(status)
                 try:
                     conn.sendall(struct.pack("!i", 128 - code if code < 0 else code))  # killed by signal N: 128+N
