@@ -13,7 +13,7 @@ is less than its estimate, each result copied to OUT as soon as it exists:
      mnist-cdcgan over 3 seeds, if the budget still allows.
 
 OUT/summary.json (seconds per part, the pick), OUT/PART.json (each sweep's table.json) and OUT/screen.md
-(the screen's table) hold the results.
+(the screen's tables, dcgan.sweep.table_md) hold the results.
 
     DCGAN_DATA=... python3 scripts/gpu_recipe.py OUT [--work DIR] [--budget 540] [--device cuda] [--rehearsal]
 """
@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dcgan.sweep import sweep  # noqa: E402
+from dcgan.sweep import sweep, table_md  # noqa: E402
 
 # the preset's own recipe (optim.lr_decay=0.5 since the first screen) against one change at a time
 SCREEN = {
@@ -115,15 +115,8 @@ def main() -> int:
                            sets=sets + tiny)
         if screen["preset"] is None:
             return 1
-    lines = ["| change | FID ↓ (seeds 0, 1) | precision | recall ↑ | label acc. | train s |", "|---|---|---|---|---|---|"]
-    for name, table in screen.items():
-        if table is not None:
-            row = table["variants"]["base"]
-            m = row["mean"]
-            fids = ", ".join(f"{r['fid']:.2f}" for r in row["runs"])
-            lines.append(f"| {name} `{' '.join(SCREEN[name]) or '(none)'}` | {m['fid']:.2f} ({fids}) | "
-                         f"{m['precision']:.3f} | {m['recall']:.3f} | {m['label_accuracy']:.4f} | {m['train_s']:.0f} |")
-    (out / "screen.md").write_text("\n".join(lines) + "\n")
+    # one table per change, each with its own header (batch-32 runs twice the steps)
+    (out / "screen.md").write_text("\n".join(table_md(t) for t in screen.values() if t is not None))
 
     # 2. the pick
     wins = pick(screen)

@@ -26,6 +26,9 @@ PARTS = ["environment", "bench-dcgan64", "bench-cdcgan", "bench-dcgan64-baseline
          "train-with-eval", "total"]
 
 
+WARM = [sys.executable, str(REPO_ROOT / "tests" / "warm_python.py")]  # the client; with --serve SOCKET, the server
+
+
 @pytest.fixture
 def warm_python():
     """The server of tests/warm_python.py, started for one test from the checkout (as the script runs
@@ -34,12 +37,12 @@ def warm_python():
     folder = Path(tempfile.mkdtemp(prefix="warm-"))  # short: a unix socket's path has at most 107 bytes
     sock = folder / "s"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-    server = subprocess.Popen([sys.executable, str(REPO_ROOT / "tests" / "warm_python.py"), "--serve", str(sock)],
+    server = subprocess.Popen([*WARM, "--serve", str(sock)],
                               cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         ready, _, _ = select.select([server.stdout], [], [], 120)  # the imports take seconds, not minutes
         assert ready and server.stdout.readline().strip() == "ready", "the warm Python did not start"
-        yield {"CHECK_PY": f"{sys.executable} {REPO_ROOT / 'tests' / 'warm_python.py'}", "WARM_PYTHON_SOCKET": str(sock)}
+        yield {"CHECK_PY": " ".join(WARM), "WARM_PYTHON_SOCKET": str(sock)}  # the script word-splits CHECK_PY
     finally:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
@@ -47,15 +50,14 @@ def warm_python():
 
 
 def test_the_warm_python_keeps_arguments_streams_exit_status_and_signals(tmp_path, warm_python):
-    client = [sys.executable, str(REPO_ROOT / "tests" / "warm_python.py")]
     env = {**os.environ, **warm_python, "WARM_CHECK": "seen"}
     script = "import os, sys; print(sys.argv[1:], os.getcwd(), os.environ['WARM_CHECK']); print('e', file=sys.stderr); sys.exit(3)"
-    proc = subprocess.run([*client, "-", "a b", "c"], input=script, env=env, cwd=tmp_path, capture_output=True, text=True)
+    proc = subprocess.run([*WARM, "-", "a b", "c"], input=script, env=env, cwd=tmp_path, capture_output=True, text=True)
     assert (proc.returncode, proc.stdout, proc.stderr) == (3, f"['a b', 'c'] {tmp_path} seen\n", "e\n")
-    proc = subprocess.run([*client, "-m", "dcgan", "train", "no-such-preset"], env=env, capture_output=True, text=True)
+    proc = subprocess.run([*WARM, "-m", "dcgan", "train", "no-such-preset"], env=env, capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("dcgan: error: unknown preset")
     # a SIGTERM to the client stops the command as it would stop it, and the status says so
-    sleeper = subprocess.Popen([*client, "-"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    sleeper = subprocess.Popen([*WARM, "-"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     sleeper.stdin.write("import time; print('up', flush=True); time.sleep(60)")
     sleeper.stdin.close()
     assert sleeper.stdout.readline() == "up\n"
@@ -63,7 +65,7 @@ def test_the_warm_python_keeps_arguments_streams_exit_status_and_signals(tmp_pat
     assert sleeper.wait(timeout=30) == 128 + 15
     # a client killed outright (`timeout -k`'s SIGKILL) takes its command with it, as a real process would go
     marker = tmp_path / "still-running"
-    sleeper = subprocess.Popen([*client, "-"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    sleeper = subprocess.Popen([*WARM, "-"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     sleeper.stdin.write(f"import time; print('up', flush=True); time.sleep(2); open({str(marker)!r}, 'w')")
     sleeper.stdin.close()
     assert sleeper.stdout.readline() == "up\n"
@@ -71,7 +73,7 @@ def test_the_warm_python_keeps_arguments_streams_exit_status_and_signals(tmp_pat
     sleeper.wait()
     time.sleep(3)
     assert not marker.exists()
-    proc = subprocess.run([*client, "-"], input="print('next')", env=env, capture_output=True, text=True, timeout=30)
+    proc = subprocess.run([*WARM, "-"], input="print('next')", env=env, capture_output=True, text=True, timeout=30)
     assert (proc.returncode, proc.stdout) == (0, "next\n")  # and the server takes the next command
 
 

@@ -26,9 +26,13 @@ pytestmark = needs_mnist
 SETS = [a for s in TINY + ["train.tick_every=4", "train.num_threads=1"] for a in ("--set", s)]
 
 
+def train_args(out: Path, steps: int, *extra: str, every: int = 2) -> list[str]:
+    return ["train", "mnist-cdcgan", "--steps", str(steps), "--device", "cpu", "--out", str(out),
+            "--checkpoint-every", str(every), "--quiet", *SETS, *extra]
+
+
 def train_cmd(out: Path, steps: int, *extra: str, every: int = 2) -> list[str]:
-    return [sys.executable, "-m", "dcgan", "train", "mnist-cdcgan", "--steps", str(steps), "--device", "cpu",
-            "--out", str(out), "--checkpoint-every", str(every), "--quiet", *SETS, *extra]
+    return [sys.executable, "-m", "dcgan", *train_args(out, steps, *extra, every=every)]
 
 
 def final_state(run: Path) -> dict:
@@ -51,7 +55,7 @@ def assert_same_training_state(a: dict, b: dict) -> None:
 def test_sigkill_at_random_moments_then_resume_is_bitwise_exact(tmp_path):
     steps = 24
     ref = tmp_path / "ref"  # the uninterrupted run, in this process (the same one-thread CPU run)
-    assert main(train_cmd(ref, steps)[3:]) == 0
+    assert main(train_args(ref, steps)) == 0
 
     run = tmp_path / "killed"
     rng = random.Random(1234)
@@ -74,7 +78,7 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise_exact(tmp_path):
         proc.wait()
         kills += 1
     assert kills >= 3, "the run finished too quickly to be killed repeatedly; raise the step count"
-    assert main(train_cmd(run, steps, "--resume")[3:]) == 0  # the last resume, in this process
+    assert main(train_args(run, steps, "--resume")) == 0  # the last resume, in this process
     assert_same_training_state(final_state(ref), final_state(run))
     # no torn temporary files are left behind, and every checkpoint present is readable
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]

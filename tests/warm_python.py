@@ -117,10 +117,12 @@ def _run(request: dict, fds: list[int]) -> int:
         else:
             print(f"warm_python: expected -m MODULE or -, got {argv[:1]}", file=sys.stderr)
             code = 2
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        if not isinstance(e.code, int) and e.code is not None:
+    except SystemExit as e:  # sys.exit(None | int | message), as the interpreter reads it
+        if e.code is None or isinstance(e.code, int):
+            code = e.code or 0
+        else:
             print(e.code, file=sys.stderr)
+            code = 1
     except BaseException:  # noqa: BLE001 - as the interpreter would: print it, exit 1
         traceback.print_exc()
         code = 1
