@@ -48,9 +48,9 @@ class ModelConfig:
     g_cond: str = "all"  # where G sees the label: "input" (with z only) or "all" (every layer)
     d_cond: str = "all"  # where D sees the label: "input" (image only), "all" (every layer) or "projection"
     # (its features' inner product with a learned class embedding, added to the logit: Miyato & Koyama 2018)
-    # spectral normalisation of D's conv, linear and embedding layers; D's batch norm is then removed (as in
-    # SN-GAN: the weights are normalised instead of the activations, and batch statistics no longer mix the
-    # real and the fake batch)
+    # spectral normalisation of D's conv, linear and embedding layers; each of D's batch norms then becomes a
+    # learned offset per channel (as in SN-GAN: the weights are normalised instead of the activations, and
+    # batch statistics no longer mix the real and the fake batch; the offset is the bias its layer lacks)
     spectral_norm: bool = False
     # arch "mlp" (any data shape; g_width / d_width are then the width of every hidden layer):
     g_depth: int = 3  # hidden layers of the mlp G; 0 = a single linear layer z → x (a linear generator)

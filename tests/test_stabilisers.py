@@ -4,6 +4,7 @@ the host stand-in of the CUDA graph (bitwise equal)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -115,6 +116,35 @@ def test_spectral_norm_removes_batch_norm_and_normalises_each_layer_to_unit_spec
     for mod in layers:
         w = mod.weight.detach().flatten(1)  # the normalised weight, (out, in * k * k)
         assert torch.linalg.matrix_norm(w, ord=2).item() == pytest.approx(1.0, abs=2e-3)
+
+
+def test_spectral_norm_keeps_a_learned_offset_per_channel_where_batch_norm_was():
+    """The layers before D's batch norms have no bias; spectral norm replaces each batch norm by a
+    per-channel shift, so D keeps an offset there: shifting channel c of a feature map by v moves exactly
+    that channel by v, for 2-D (N, C, H, W) and 1-D (N, C) features."""
+    from dcgan.models import ChannelShift
+
+    m = ModelConfig(z_dim=8, g_width=8, d_width=8, d_fc=16, kernel=5, spectral_norm=True)
+    D = build_discriminator(m, (1, 28, 28), 10)
+    shifts = [mod for mod in D.modules() if isinstance(mod, ChannelShift)]
+    plain = build_discriminator(dataclasses.replace(m, spectral_norm=False), (1, 28, 28), 10)
+    norms = [mod for mod in plain.modules() if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d))]
+    assert [s.shift.numel() for s in shifts] == [b.num_features for b in norms] and shifts
+    assert all(s.shift.requires_grad for s in shifts)
+    for shape in [(2, 3, 4, 5), (2, 3)]:
+        layer, x = ChannelShift(3), torch.randn(*shape)
+        with torch.no_grad():
+            layer.shift[1] = 0.75
+        moved = layer(x) - x
+        assert torch.allclose(moved[:, 1], torch.full_like(moved[:, 1], 0.75), atol=1e-6)  # (x + 0.75) - x rounds
+        assert torch.equal(layer(x)[:, 0], x[:, 0]) and torch.equal(layer(x)[:, 2], x[:, 2])
+    # and D's output depends on them (a shift that never reached the logit would train nothing)
+    x, y = torch.randn(4, 1, 28, 28), torch.randint(10, (4,))
+    D.eval()
+    before = D(x, y)
+    with torch.no_grad():
+        shifts[-1].shift += 1.0
+    assert not torch.allclose(D(x, y), before)
 
 
 def test_projection_adds_the_inner_product_of_the_class_embedding_and_the_last_features():

@@ -17,6 +17,7 @@ A D with model.d_head = "classes" returns (N, K+1) logits instead (K classes + "
 
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 
 from ..config import ModelConfig
@@ -77,14 +78,28 @@ def build_discriminator(cfg: ModelConfig, shape: tuple[int, ...], num_classes: i
     return spectral_normalise(D) if cfg.spectral_norm else D
 
 
+class ChannelShift(nn.Module):
+    """A learned offset per channel, x (N, C) or (N, C, H, W) + b (C,): what is left of a batch norm
+    that spectral normalisation replaces. The layers before a batch norm carry no bias of their own
+    (its shift served as one), so without this they would have none."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.shift = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.shift.view(1, -1, *([1] * (x.dim() - 2)))
+
+
 def spectral_normalise(module: nn.Module) -> nn.Module:
     """`module` with spectral normalisation (one power iteration per forward in training) on every
-    conv, linear and embedding layer, and without batch norm (SN-GAN's discriminator): changed in place."""
+    conv, linear and embedding layer, and without batch norm (SN-GAN's discriminator): each batch norm
+    becomes a ChannelShift (its learned offset, without the normalisation and the scale). Changed in place."""
     from torch.nn.utils.parametrizations import spectral_norm
 
     for name, child in list(module.named_children()):
         if isinstance(child, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            setattr(module, name, nn.Identity())
+            setattr(module, name, ChannelShift(child.num_features))
         elif isinstance(child, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
             spectral_norm(child)
         else:
