@@ -4,17 +4,19 @@
     python scripts/ema_horizons.py eval RUN OUT [--n 10000] [--glob "*-4000.pt"]
 
 `train` runs `dcgan train` with the arguments after `--` and, beside the run's own EMA, keeps one
-average of G's weights per horizon below; at each listed step it writes each of them, and G itself
-("raw"), to OUT/NAME-STEP.pt. Batch-norm buffers are copied from G, as the run's own EMA does. The
-run itself is not changed: its checkpoints and metrics are what `dcgan train` alone gives.
-`eval` scores each file with the run's generator architecture, as `dcgan eval RUN --n N` does (FID,
-precision / recall, label accuracy against the test split).
+average of G's weights per horizon below; at each listed step it writes the run's EMA ("ema"), each
+of the others, and G itself ("raw") to OUT/NAME-STEP.pt. Batch-norm buffers are copied from G, as the
+run's own EMA does. The run itself is not changed: its checkpoints and metrics are what `dcgan train`
+alone gives. `eval` scores each file with the run's generator architecture, as `dcgan eval RUN --n N`
+does (FID, precision / recall, label accuracy against the test split).
 
-Horizons: "ramp10" is what dcgan does (decay min(0.999, (1 + t) / (10 + t)) after step t, a half-life
-of about 7.7% of the steps so far); "fF" has a half-life of F times the steps so far."""
+Horizons: the run's EMA ramps its decay up as min(train.ema_decay, (1 + t) / (10 + t)) after step t
+(dcgan/training/ema.py), a half-life of about 7.7% of the steps so far; "fF" has a half-life of F times
+the steps so far."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -25,8 +27,7 @@ def _fraction(f: float):
     return lambda t: 0.5 ** (1.0 / max(f * (t + 1), 1.0))
 
 
-HORIZONS = {"ramp10": lambda t: min(0.999, (1 + t) / (10 + t)),
-            "f0.05": _fraction(0.05), "f0.15": _fraction(0.15), "f0.25": _fraction(0.25), "f0.4": _fraction(0.4)}
+HORIZONS = {"f0.05": _fraction(0.05), "f0.15": _fraction(0.15), "f0.25": _fraction(0.25), "f0.4": _fraction(0.4)}
 
 
 def train(out: Path, save_steps: set[int], args: list[str]) -> int:
@@ -53,6 +54,8 @@ def train(out: Path, save_steps: set[int], args: list[str]) -> int:
             buffers = {n: b.detach().clone() for n, b in self.G.named_buffers()}
             for k, avg in [*averages.items(), ("raw", [p.detach() for p in params])]:
                 torch.save({**dict(zip(names, [p.clone() for p in avg])), **buffers}, out / f"{k}-{self.step}.pt")
+            if self.ema is not None:
+                torch.save(self.ema.model.state_dict(), out / f"ema-{self.step}.pt")
         return ok
 
     tr.Trainer.train_step = train_step
@@ -61,25 +64,33 @@ def train(out: Path, save_steps: set[int], args: list[str]) -> int:
 
 def evaluate(run: str, folder: Path, n: int, pattern: str) -> None:
     from dcgan.checkpoint import load_generator
-    from dcgan.metrics.evaluate import fid_of_generator
+    from dcgan.metrics.evaluate import fid_of_generator, summary_line
 
     G, _ = load_generator(run)
     for f in sorted(folder.glob(pattern)):
         G.load_state_dict(torch.load(f))
         G.eval()
         metrics = ["fid", "precision_recall"] + (["label_accuracy"] if G.num_classes else [])
-        r = fid_of_generator(G, n=n, metrics=metrics)
-        pr, acc = r["precision_recall"], (r.get("label_accuracy") or {}).get("accuracy", float("nan"))
-        print(f"{f.stem:14s} FID {r['fid']:.2f}  precision {pr['precision']:.3f}  recall {pr['recall']:.3f}  "
-              f"label accuracy {acc:.4f}", flush=True)
+        print(f"{f.stem:14s} {summary_line(fid_of_generator(G, n=n, metrics=metrics))}", flush=True)
 
 
 if __name__ == "__main__":
-    a = sys.argv[1:]
-    if a[:1] == ["train"] and "--" in a:
-        sys.exit(train(Path(a[1]), {int(s) for s in a[2].split(",")}, a[a.index("--") + 1:]))
-    if a[:1] == ["eval"] and len(a) >= 3:
-        opts = dict(zip(a[3::2], a[4::2]))
-        evaluate(a[1], Path(a[2]), int(opts.get("--n", 10000)), opts.get("--glob", "*.pt"))
-        sys.exit(0)
-    sys.exit(__doc__)
+    argv = sys.argv[1:]
+    train_args = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train with `dcgan train` arguments after --, writing the averages")
+    t.add_argument("out", type=Path)
+    t.add_argument("steps", help="comma-separated steps at which to write them")
+    e = sub.add_parser("eval", help="score every file of OUT")
+    e.add_argument("run")
+    e.add_argument("out", type=Path)
+    e.add_argument("--n", type=int, default=10000)
+    e.add_argument("--glob", default="*.pt")
+    a = ap.parse_args(argv)
+    if a.command == "train":
+        if not train_args:
+            ap.error("train needs the dcgan train arguments after --")
+        sys.exit(train(a.out, {int(s) for s in a.steps.split(",")}, train_args))
+    evaluate(a.run, a.out, a.n, a.glob)
